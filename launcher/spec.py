@@ -1,0 +1,349 @@
+"""The job spec (`cluster.yaml`): pydantic models, loading, and errors users can act on.
+
+Every problem is reported at once with its field path, the offending value, the YAML line
+and, for typos, the closest valid key. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from launcher.errors import SpecError, SpecProblem
+from launcher.gpus import GPU_MEMORY_GB
+from launcher.quantity import parse_quantity
+from launcher.yamlsource import YamlDocument, parse_yaml, read_yaml_file
+from training.config import StrictModel, TrainingConfig
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+IMAGE_REF = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+SECRET_LOOKING_ENV = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
+MAX_NAME = 40
+
+
+def _check_quantity(value: Any, what: str, maximum: float) -> Any:
+    amount = parse_quantity(value)
+    if amount <= 0 or amount > maximum:
+        raise ValueError(f"{what} {value!r} is out of range (must be > 0 and at most {maximum:g})")
+    return value
+
+
+class Resources(StrictModel):
+    """Per-node hardware. On the local target `gpus_per_node` is the number of worker processes."""
+
+    nodes: int = Field(default=1, ge=1, le=16_384)
+    gpus_per_node: int = Field(default=0, ge=0, le=64)
+    gpu_type: str | None = None
+    gpu_memory_gb: float | None = Field(default=None, gt=0, le=4096)
+    cpu: float | str | None = None
+    memory: str | None = None
+    shm: str = "8Gi"
+
+    @field_validator("gpu_type")
+    @classmethod
+    def _known_gpu(cls, value: str | None) -> str | None:
+        if value is not None and value not in GPU_MEMORY_GB:
+            close = difflib.get_close_matches(value, GPU_MEMORY_GB, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ValueError(f"unknown gpu_type '{value}'; {hint}set gpu_memory_gb for other devices")
+        return value
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu_quantity(cls, value: float | str | None) -> float | str | None:
+        return None if value is None else _check_quantity(value, "cpu", 4096)
+
+    @field_validator("memory", "shm")
+    @classmethod
+    def _memory_quantity(cls, value: str | None) -> str | None:
+        return None if value is None else _check_quantity(value, "memory", 64 * 2**40)
+
+    @property
+    def procs_per_node(self) -> int:
+        """Worker processes per node: one per GPU, or one CPU worker when there are no GPUs."""
+        return max(self.gpus_per_node, 1)
+
+
+class Toleration(StrictModel):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds", ge=0)
+
+    @model_validator(mode="after")
+    def _exists_has_no_value(self) -> "Toleration":
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("operator Exists takes no value")
+        return self
+
+
+class SecretRefs(StrictModel):
+    """Names of existing Kubernetes Secrets. Never their contents."""
+
+    s3: str | None = None
+    wandb: str | None = None
+
+    @field_validator("s3", "wandb")
+    @classmethod
+    def _secret_name(cls, value: str | None) -> str | None:
+        if value is not None and not DNS_SUBDOMAIN.match(value):
+            raise ValueError(f"'{value}' is not a valid Secret name (lowercase letters, digits, '-' and '.')")
+        return value
+
+
+class KubernetesConfig(StrictModel):
+    """Where and how pods run; only read when `target: kubernetes`."""
+
+    context: str | None = None
+    namespace: str | None = None
+    service_account: str | None = None
+    queue: str | None = None
+    priority_class: str | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    host_network: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    secrets: SecretRefs = Field(default_factory=SecretRefs)
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    max_restarts: int = Field(default=3, ge=0, le=1000)
+    active_deadline: int | None = Field(default=None, ge=1, le=365 * 86400)
+    ttl_after_finished: int | None = Field(default=None, ge=0, le=365 * 86400)
+    termination_grace: int = Field(default=120, ge=0, le=86400)
+
+    @field_validator("namespace", "queue")
+    @classmethod
+    def _dns_label(cls, value: str | None) -> str | None:
+        if value is not None and not (DNS_LABEL.match(value) and len(value) <= 63):
+            raise ValueError(f"'{value}' is not a DNS-1123 label (lowercase letters, digits and '-')")
+        return value
+
+    @field_validator("service_account", "priority_class")
+    @classmethod
+    def _dns_subdomain(cls, value: str | None) -> str | None:
+        if value is not None and not (DNS_SUBDOMAIN.match(value) and len(value) <= 253):
+            raise ValueError(f"'{value}' is not a valid Kubernetes object name")
+        return value
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _pull_secret_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not DNS_SUBDOMAIN.match(name):
+                raise ValueError(f"'{name}' is not a valid Secret name")
+        return value
+
+    @field_validator("labels", "node_selector")
+    @classmethod
+    def _label_form(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, val in value.items():
+            if not LABEL_KEY.match(key):
+                raise ValueError(f"'{key}' is not a valid label key")
+            if not LABEL_VALUE.match(val):
+                raise ValueError(f"'{val}' (for {key}) is not a valid label value (at most 63 characters)")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _plain_env_only(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not ENV_NAME.match(key):
+                raise ValueError(f"'{key}' is not a valid environment variable name")
+            if SECRET_LOOKING_ENV.search(key):
+                raise ValueError(
+                    f"'{key}' looks like a secret; never put secret values in the spec: create a Kubernetes "
+                    "Secret and name it under kubernetes.secrets (s3, wandb)"
+                )
+        return value
+
+
+class JobSpec(StrictModel):
+    """One training job: what to run, on which backend, where, with which resources."""
+
+    name: str
+    backend: Literal["deepspeed", "ray"] = "deepspeed"
+    target: Literal["local", "kubernetes"] = "local"
+    image: str | None = None
+    resources: Resources = Field(default_factory=Resources)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    training: TrainingConfig
+
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if len(value) > MAX_NAME:
+            raise ValueError(f"must be at most {MAX_NAME} characters, got {len(value)}")
+        if not DNS_LABEL.match(value):
+            raise ValueError("must be a DNS-1123 label: lowercase letters, digits and '-', starting and "
+                             "ending with a letter or digit")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_form(cls, value: str | None) -> str | None:
+        if value is not None and not IMAGE_REF.match(value):
+            raise ValueError(f"'{value}' is not a valid image reference (registry/repository:tag)")
+        return value
+
+    @model_validator(mode="after")
+    def _kubernetes_needs_image(self) -> "JobSpec":
+        if self.target == "kubernetes" and self.image is None:
+            raise ValueError("target kubernetes needs `image:` (the worker image every pod runs)")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.resources.nodes * self.resources.procs_per_node
+
+    def spec_hash(self) -> str:
+        """A stable digest of the spec, used to tell a changed resubmission from an unchanged one."""
+        payload = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class LoadedSpec:
+    """A validated spec with where it came from and the non-fatal notes about it."""
+
+    spec: JobSpec
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that owns the key at `loc` (for suggesting valid keys)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        info = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
+        if info is None:
+            return None
+        current = _unwrap_model(info.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap_model(annotation: Any) -> Any:
+    """Find the BaseModel inside Optional[...] / list[...] annotations."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list):
+        for arg in typing.get_args(annotation):
+            found = _unwrap_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def field_names(model: type[BaseModel]) -> list[str]:
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _problem_from_error(err: Any, doc: YamlDocument) -> SpecProblem:
+    loc = tuple(err["loc"])
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    line = doc.line_of(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        owner = _model_at(JobSpec, loc[:-1])
+        valid = field_names(owner) if owner else []
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(valid)}"
+        return SpecProblem(path=path, message="unknown key", line=line, hint=hint)
+    if kind == "missing":
+        return SpecProblem(path=path, message="required key is missing", line=line,
+                           hint=f"add `{loc[-1]}:` (see `dlaunch init` for an example)")
+    message = err["msg"].removeprefix("Value error, ")
+    value: str | None = _short(err.get("input"))
+    if isinstance(err.get("input"), dict) or repr(err.get("input")) in message or str(err.get("input")) in message:
+        value = None
+    return SpecProblem(path=path, message=message, line=line, value=value)
+
+
+def _local_path_problems(data: dict[str, Any], doc: YamlDocument) -> list[SpecProblem]:
+    """Data paths of a local job must exist and be readable now, not an hour into the run."""
+    if data.get("target", "local") != "local":
+        return []
+    section = data.get("training", {}).get("data") if isinstance(data.get("training"), dict) else None
+    if not isinstance(section, dict):
+        return []
+    problems = []
+    for key in ("train", "validation"):
+        value = section.get(key)
+        if not isinstance(value, str) or "://" in value and not value.startswith("file://"):
+            continue
+        path = value.removeprefix("file://")
+        matches = glob.glob(path) if glob.has_magic(path) else ([path] if os.path.exists(path) else [])
+        loc = ("training", "data", key)
+        if not matches:
+            problems.append(SpecProblem(path=".".join(loc), message="no such file, directory or glob match",
+                                        line=doc.line_of(loc), value=repr(value),
+                                        hint="paths are relative to the directory you run dlaunch from"))
+        elif not all(os.access(m, os.R_OK) for m in matches):
+            problems.append(SpecProblem(path=".".join(loc), message="not readable (permission denied)",
+                                        line=doc.line_of(loc), value=repr(value)))
+    return problems
+
+
+def validate_document(doc: YamlDocument, source: str = "") -> LoadedSpec:
+    """Validate parsed YAML into a `JobSpec`, collecting every problem before raising."""
+    if not isinstance(doc.data, dict):
+        raise SpecError([SpecProblem(path="(top level)", line=1, value=_short(doc.data),
+                                     message="a job spec must be a mapping of keys (name:, training:, ...)")],
+                        source)
+    problems = _local_path_problems(doc.data, doc)
+    spec = None
+    try:
+        spec = JobSpec.model_validate(doc.data)
+    except ValidationError as exc:
+        problems = [_problem_from_error(e, doc) for e in exc.errors()] + problems
+    if problems or spec is None:
+        raise SpecError(sorted(problems, key=lambda p: p.line or 0), source)
+    return LoadedSpec(spec=spec, source=source, notes=spec_notes(spec))
+
+
+def spec_notes(spec: JobSpec) -> list[str]:
+    """Valid but worth saying: settings that will be ignored where the job runs."""
+    notes = []
+    k8s_fields = spec.kubernetes.model_fields_set
+    if spec.target == "local" and k8s_fields:
+        notes.append("kubernetes: is ignored for target local")
+    if spec.target == "local" and spec.resources.gpu_type:
+        notes.append("resources.gpu_type is used for planning only; local workers run on this machine's devices")
+    return notes
+
+
+def load_spec(path: str | Path) -> LoadedSpec:
+    """Read, parse and validate a spec file. Raises `SpecError` listing every problem."""
+    return validate_document(read_yaml_file(path), str(path))
+
+
+def load_spec_text(text: str, source: str = "<string>") -> LoadedSpec:
+    return validate_document(parse_yaml(text, source), source)

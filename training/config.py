@@ -1,0 +1,286 @@
+"""The `training:` section of a job spec, and the resolved job every worker receives.
+
+This module is imported by the CLI at start-up, so it imports nothing heavier than pydantic.
+`launcher/spec.py` embeds `TrainingConfig`; workers read `ResolvedJob` from JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from training.models.presets import PRESETS
+
+S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/(?P<key>.*))?$")
+IMPORT_REF = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
+
+
+class StrictModel(BaseModel):
+    """Base for every spec section: unknown keys are errors, values are never coerced silently."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True)
+
+
+def check_uri_form(value: str, what: str) -> str:
+    """Accept a local path or a well-formed `s3://bucket/prefix`; never touches the network."""
+    if not value.strip():
+        raise ValueError(f"{what} must not be empty")
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        if scheme == "file":
+            return value
+        if scheme != "s3":
+            raise ValueError(f"{what} must be a local path, file:// or s3:// URI, got scheme '{scheme}://'")
+        if not S3_URI.match(value):
+            raise ValueError(
+                f"{what} is not a valid S3 URI: expected s3://<bucket>/<prefix> with a 3-63 character "
+                f"lowercase bucket name, got '{value}'"
+            )
+    return value
+
+
+def check_import_ref(value: str | None, what: str) -> str | None:
+    if value is not None and not IMPORT_REF.match(value):
+        raise ValueError(f"{what} must look like 'package.module:function', got '{value}'")
+    return value
+
+
+class ModelConfig(StrictModel):
+    """Which network to train: a built-in preset, a pretrained directory, or your own factory."""
+
+    type: Literal["causal-lm", "sequence-classification"] = "causal-lm"
+    preset: str | None = None
+    pretrained: str | None = None
+    factory: str | None = None
+    num_labels: int | None = Field(default=None, ge=2, le=100_000)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    freeze_backbone_steps: int = Field(default=0, ge=0, le=10_000_000)
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        if value is not None and value not in PRESETS:
+            raise ValueError(f"unknown preset '{value}'; choose one of: {', '.join(sorted(PRESETS))}")
+        return value
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained_form(cls, value: str | None) -> str | None:
+        return None if value is None else check_uri_form(value, "pretrained")
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_form(cls, value: str | None) -> str | None:
+        return check_import_ref(value, "factory")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        given = [k for k in ("preset", "pretrained", "factory") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "set exactly one of preset, pretrained or factory"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.type == "sequence-classification" and self.factory is None and self.num_labels is None:
+            raise ValueError("sequence-classification needs num_labels (the number of classes)")
+        return self
+
+
+class DataConfig(StrictModel):
+    """Where the text comes from and how it is cut into sequences."""
+
+    train: str
+    validation: str | None = None
+    text_field: str = "text"
+    label_field: str = "label"
+    seq_len: int = Field(default=512, ge=8, le=1_048_576)
+    validation_fraction: float = Field(default=0.05, gt=0.0, lt=0.5)
+    tokenizer_vocab_size: int = Field(default=4096, ge=300, le=1_000_000)
+
+    @field_validator("train", "validation")
+    @classmethod
+    def _uri_form(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else check_uri_form(value, info.field_name or "path")
+
+
+class BatchConfig(StrictModel):
+    """Sequences per optimizer step; grad_accum is derived by the planner."""
+
+    global_: int = Field(alias="global", ge=1, le=100_000_000)
+    micro: int | None = Field(default=None, ge=1, le=65_536)
+
+    @model_validator(mode="after")
+    def _micro_not_above_global(self) -> "BatchConfig":
+        if self.micro is not None and self.micro > self.global_:
+            raise ValueError(f"micro ({self.micro}) cannot exceed global ({self.global_})")
+        return self
+
+
+class OptimizerConfig(StrictModel):
+    name: Literal["adamw"] = "adamw"
+    lr: float = Field(default=3e-4, gt=0.0, le=10.0)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=10.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(default=1e-8, gt=0.0, le=1.0)
+    grad_clip: float = Field(default=1.0, ge=0.0, le=1e6)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in value):
+            raise ValueError(f"betas must each be in [0, 1), got {list(value)}")
+        return value
+
+
+class ScheduleConfig(StrictModel):
+    warmup_steps: int = Field(default=0, ge=0, le=100_000_000)
+    decay: Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+
+
+class ZeroConfig(StrictModel):
+    stage: int | str = 0
+    offload_optimizer: bool = False
+    offload_params: bool = False
+
+    @field_validator("stage", mode="before")
+    @classmethod
+    def _stage_range(cls, value: Any) -> int | str:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 3):
+            return value
+        raise ValueError(f"stage must be 0, 1, 2, 3 or auto, got {value!r}")
+
+    @model_validator(mode="after")
+    def _offload_needs_stage(self) -> "ZeroConfig":
+        if self.stage == "auto":
+            return self
+        if self.offload_params and self.stage != 3:
+            raise ValueError("offload_params needs stage 3 (only ZeRO-3 partitions parameters)")
+        if self.offload_optimizer and self.stage == 0:
+            raise ValueError("offload_optimizer needs stage 1, 2 or 3")
+        return self
+
+
+class EarlyStoppingConfig(StrictModel):
+    metric: str = "eval_loss"
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(default=5, ge=1, le=1_000_000)
+    min_delta: float = Field(default=0.0, ge=0.0)
+
+
+class EvalConfig(StrictModel):
+    every_steps: int = Field(default=100, ge=1, le=100_000_000)
+    max_batches: int | None = Field(default=None, ge=1, le=1_000_000)
+    early_stopping: EarlyStoppingConfig | None = None
+
+
+class CheckpointConfig(StrictModel):
+    uri: str = "runs"
+    every_steps: int = Field(default=500, ge=1, le=100_000_000)
+    keep_last: int = Field(default=3, ge=1, le=10_000)
+    keep_best: bool = False
+    async_: bool = Field(default=True, alias="async")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_form(cls, value: str) -> str:
+        return check_uri_form(value, "uri")
+
+
+class WandbConfig(StrictModel):
+    project: str = "dlaunch"
+    entity: str | None = None
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+
+
+class TrackingConfig(StrictModel):
+    wandb: WandbConfig | None = Field(default_factory=WandbConfig)
+    tensorboard: bool = False
+
+
+class DistillConfig(StrictModel):
+    teacher: str
+    temperature: float = Field(default=2.0, gt=0.0, le=100.0)
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @field_validator("teacher")
+    @classmethod
+    def _uri_form(cls, value: str) -> str:
+        return check_uri_form(value, "teacher")
+
+
+class QuantizeConfig(StrictModel):
+    method: Literal["dynamic-int8"] = "dynamic-int8"
+
+
+class CompressionConfig(StrictModel):
+    distill: DistillConfig | None = None
+    quantize: QuantizeConfig | None = None
+    export: list[Literal["onnx", "torchscript"]] = Field(default_factory=list)
+
+
+class TrainingConfig(StrictModel):
+    """Everything a worker needs to know about the model, data and optimization."""
+
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    model: ModelConfig
+    entrypoint: str | None = None
+    data: DataConfig
+    batch: BatchConfig
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    max_steps: int = Field(ge=1, le=1_000_000_000)
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    zero: ZeroConfig = Field(default_factory=ZeroConfig)
+    deepspeed: dict[str, Any] = Field(default_factory=dict)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    compression: CompressionConfig | None = None
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint_form(cls, value: str | None) -> str | None:
+        return check_import_ref(value, "entrypoint")
+
+    @model_validator(mode="after")
+    def _warmup_within_run(self) -> "TrainingConfig":
+        if self.schedule.warmup_steps > self.max_steps:
+            raise ValueError(
+                f"schedule.warmup_steps ({self.schedule.warmup_steps}) exceeds max_steps ({self.max_steps})"
+            )
+        return self
+
+
+class BatchLayout(StrictModel):
+    """How the global batch is split: global = micro * grad_accum * data_parallel."""
+
+    micro: int = Field(ge=1)
+    grad_accum: int = Field(ge=1)
+    data_parallel: int = Field(ge=1)
+    zero_stage: int = Field(ge=0, le=3)
+    offload_optimizer: bool = False
+    offload_params: bool = False
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro * self.grad_accum * self.data_parallel
+
+
+class ResolvedJob(StrictModel):
+    """What `python -m training.run job.json` reads: the spec after planning, paths resolved."""
+
+    name: str
+    backend: Literal["deepspeed", "ray"]
+    nodes: int = Field(ge=1)
+    procs_per_node: int = Field(ge=1)
+    training: TrainingConfig
+    layout: BatchLayout
+    run_dir: str
+    spec_hash: str
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.procs_per_node
