@@ -1,0 +1,23 @@
+"""The exceptions the checkpoint package raises on purpose.
+
+Every message names the URI involved and, where it can, what to do next. The original
+client or OS error is always chained (`raise ... from e`) so nothing is lost for debugging.
+"""
+
+from __future__ import annotations
+
+
+class CheckpointError(Exception):
+    """Base class: saving, finding or restoring a checkpoint failed."""
+
+
+class StorageError(CheckpointError):
+    """A read, write, list or delete against checkpoint storage (local or S3) failed."""
+
+
+class ObjectNotFoundError(StorageError, FileNotFoundError):
+    """The URI names no object; also a `FileNotFoundError`, so callers may catch either."""
+
+
+class InvalidUriError(CheckpointError, ValueError):
+    """A storage URI is malformed or unsupported; the message quotes it and the accepted forms."""

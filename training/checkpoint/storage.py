@@ -1,0 +1,467 @@
+"""Checkpoint storage: one small interface over string URIs, for local disk and S3.
+
+A checkpoint lives on a local or mounted filesystem (`/ckpt`, `file:///ckpt`) or in an object
+store (`s3://bucket/prefix` on AWS, or any S3-compatible store named by `AWS_ENDPOINT_URL`).
+Everything above this module (commit, background upload, retention, resume) speaks URIs and
+`Storage` only, so the same code runs against both.
+
+Conventions shared by both implementations:
+- a prefix behaves like a directory: `list("s3://b/step-1")` never sees `s3://b/step-10/...`;
+- keys returned by `list` are relative to the prefix, '/'-separated and sorted;
+- reading a missing object raises `ObjectNotFoundError`; every other failure raises
+  `StorageError` naming the URI, with the client or OS error chained;
+- writes are atomic: a reader sees the old object or the new one, never a partial one;
+- deletes are idempotent, so a retried retention pass is harmless.
+
+S3 credentials come only from the environment or the standard boto3 chain.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from training.checkpoint.errors import CheckpointError, InvalidUriError, ObjectNotFoundError, StorageError
+
+if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
+
+MiB = 1024 * 1024
+S3_SCHEME = "s3://"
+FILE_SCHEME = "file://"
+# Temp files of in-flight local writes end with this; `list` and `upload_dir` skip them.
+TEMP_SUFFIX = ".dlaunch-tmp"
+_BUCKET_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789.-")
+_S3_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+_S3_DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+_S3_DELETE_BATCH = 1000  # the most keys one DeleteObjects call accepts
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """Split `s3://bucket/some/key` into `("bucket", "some/key")`; the key may be empty."""
+    if not uri.startswith(S3_SCHEME):
+        raise InvalidUriError(f"expected an s3://<bucket>/<key> URI, got '{uri}'")
+    bucket, _, key = uri[len(S3_SCHEME):].partition("/")
+    if not (3 <= len(bucket) <= 63 and set(bucket) <= _BUCKET_CHARS and bucket[0].isalnum()):
+        raise InvalidUriError(
+            f"invalid S3 bucket name '{bucket}' in '{uri}': use 3-63 lowercase letters, digits, '.' or '-'"
+        )
+    return bucket, key.strip("/")
+
+
+def local_path(uri: str) -> Path:
+    """The filesystem path a local URI names: a plain path, or `file:///abs/path`."""
+    if uri.startswith(FILE_SCHEME):
+        rest = uri[len(FILE_SCHEME):]
+        rest = rest[len("localhost"):] if rest.startswith("localhost/") else rest
+        if not rest.startswith("/"):
+            raise InvalidUriError(f"a file:// URI must be absolute (file:///path), got '{uri}'")
+        return Path(rest)
+    if "://" in uri:
+        raise InvalidUriError(f"'{uri}' is not a local path or file:// URI")
+    if not uri:
+        raise InvalidUriError("a storage URI must not be empty")
+    return Path(uri)
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Append '/'-separated parts to a path or URI: `join_uri("s3://b/run", "step-5", "manifest.json")`."""
+    pieces = [part.strip("/") for part in parts if part.strip("/")]
+    for piece in pieces:
+        if ".." in piece.split("/"):
+            raise InvalidUriError(f"refusing to join '{piece}' onto '{base}': '..' would leave the prefix")
+    if not pieces:
+        return base
+    return "/".join([base.rstrip("/"), *pieces])
+
+
+def storage_for(uri: str, *, endpoint_url: str | None = None) -> Storage:
+    """The storage that serves `uri`: `S3Storage` for s3://, `LocalStorage` for paths and file://."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme == "s3":
+        return S3Storage(endpoint_url=endpoint_url)
+    if scheme in ("", "file"):
+        return LocalStorage()
+    raise InvalidUriError(f"unsupported storage URI '{uri}': use a local path, file:///path or s3://bucket/prefix")
+
+
+class Storage(ABC):
+    """Checkpoint I/O over URIs. See the module docstring for the conventions both sides keep."""
+
+    @abstractmethod
+    def exists(self, uri: str) -> bool:
+        """True if `uri` is an object or a prefix with objects under it."""
+
+    @abstractmethod
+    def isfile(self, uri: str) -> bool:
+        """True if `uri` is an object (a regular file locally)."""
+
+    @abstractmethod
+    def list(self, prefix_uri: str) -> list[str]:
+        """Keys of every object under `prefix_uri`, relative to it and sorted; `[]` if none."""
+
+    @abstractmethod
+    def size(self, uri: str) -> int:
+        """Size of the object in bytes."""
+
+    @abstractmethod
+    def read_bytes(self, uri: str) -> bytes:
+        """The whole object."""
+
+    @abstractmethod
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Create or replace the object atomically."""
+
+    @abstractmethod
+    def upload_file(self, local: str | os.PathLike[str], uri: str) -> None:
+        """Copy a local file to `uri` atomically (multipart for large files on S3)."""
+
+    @abstractmethod
+    def download_file(self, uri: str, local: str | os.PathLike[str]) -> None:
+        """Copy the object to a local file atomically, creating parent directories."""
+
+    @abstractmethod
+    def delete(self, uri: str) -> None:
+        """Remove one object; nothing happens if it is already gone."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix_uri: str) -> int:
+        """Remove every object under `prefix_uri`; returns how many there were."""
+
+    def upload_dir(self, local_dir: str | os.PathLike[str], prefix_uri: str) -> list[str]:
+        """Upload every file under `local_dir` to the same relative keys under `prefix_uri`."""
+        root = Path(local_dir)
+        if not root.is_dir():
+            raise ObjectNotFoundError(f"cannot upload {root} to {prefix_uri}: {root} is not a directory")
+        keys = _local_keys(root)
+        for key in keys:
+            self.upload_file(root / key, join_uri(prefix_uri, key))
+        return keys
+
+    def download_dir(self, prefix_uri: str, local_dir: str | os.PathLike[str]) -> list[str]:
+        """Download every object under `prefix_uri` into `local_dir`, keeping relative keys."""
+        keys = self.list(prefix_uri)
+        if not keys:
+            raise ObjectNotFoundError(f"cannot download {prefix_uri}: no objects under this prefix")
+        root = Path(local_dir)
+        for key in keys:
+            self.download_file(join_uri(prefix_uri, key), root / key)
+        return keys
+
+
+class LocalStorage(Storage):
+    """Storage on a local or mounted filesystem; every write goes to a temp file, then `os.replace`."""
+
+    def exists(self, uri: str) -> bool:
+        """True if the path exists (a file or a directory)."""
+        return local_path(uri).exists()
+
+    def isfile(self, uri: str) -> bool:
+        """True if the path is a regular file."""
+        return local_path(uri).is_file()
+
+    def list(self, prefix_uri: str) -> list[str]:
+        """Relative paths of all files below the directory, skipping in-flight temp files."""
+        root = local_path(prefix_uri)
+        with _local_errors(f"list {prefix_uri}"):
+            return _local_keys(root) if root.is_dir() else []
+
+    def size(self, uri: str) -> int:
+        """Size of the file in bytes."""
+        with _local_errors(f"get the size of {uri}"):
+            return _regular_file(local_path(uri)).stat().st_size
+
+    def read_bytes(self, uri: str) -> bytes:
+        """The file's contents."""
+        with _local_errors(f"read {uri}"):
+            return _regular_file(local_path(uri)).read_bytes()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Write to a temp file beside the target, fsync it, then rename it into place."""
+        with _local_errors(f"write {uri}"), _atomic_target(local_path(uri)) as tmp:
+            with open(tmp, "xb") as f:
+                f.write(data)
+
+    def upload_file(self, local: str | os.PathLike[str], uri: str) -> None:
+        """Copy a local file to the target path atomically."""
+        with _local_errors(f"upload {local} to {uri}"):
+            _atomic_copy(_regular_file(Path(local)), local_path(uri))
+
+    def download_file(self, uri: str, local: str | os.PathLike[str]) -> None:
+        """Copy the file at `uri` to a local path atomically."""
+        with _local_errors(f"download {uri} to {local}"):
+            _atomic_copy(_regular_file(local_path(uri)), Path(local))
+
+    def delete(self, uri: str) -> None:
+        """Remove the file if it exists; a directory is refused (use `delete_prefix`)."""
+        path = local_path(uri)
+        with _local_errors(f"delete {uri}"):
+            if path.is_dir():
+                raise StorageError(f"cannot delete {uri}: it is a directory; use delete_prefix")
+            path.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+
+    def delete_prefix(self, prefix_uri: str) -> int:
+        """Remove the directory and everything below it; returns how many files it held."""
+        root = local_path(prefix_uri)
+        if root.resolve() == Path(root.resolve().anchor):
+            raise InvalidUriError(f"refusing to delete everything under the filesystem root '{prefix_uri}'")
+        with _local_errors(f"delete everything under {prefix_uri}"):
+            if not root.is_dir():
+                return 0
+            count = len(_local_keys(root))
+            shutil.rmtree(root)
+            return count
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """Client settings for `S3Storage`; the defaults suit multi-GiB checkpoint shards."""
+
+    multipart_threshold: int = 64 * MiB
+    multipart_chunksize: int = 64 * MiB
+    max_concurrency: int = 8
+    max_attempts: int = 8  # botocore "standard" retries: exponential backoff with jitter, capped at 20 s
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    region_name: str | None = None
+
+
+class S3Storage(Storage):
+    """Storage in S3 or an S3-compatible store, through boto3 (imported only when this is built).
+
+    The endpoint is `endpoint_url`, else `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, else AWS.
+    A custom endpoint uses path-style addressing, which every S3-compatible store accepts.
+    """
+
+    def __init__(self, endpoint_url: str | None = None, options: S3Options | None = None) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.options = options or S3Options()
+        self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        opts = self.options
+        config = Config(
+            retries={"mode": "standard", "max_attempts": opts.max_attempts},
+            connect_timeout=opts.connect_timeout,
+            read_timeout=opts.read_timeout,
+            tcp_keepalive=True,
+            max_pool_connections=max(10, 2 * opts.max_concurrency),
+            s3={"addressing_style": "path"} if self.endpoint_url else None,
+        )
+        session = boto3.session.Session(region_name=opts.region_name)
+        self._client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
+        self._transfer = TransferConfig(
+            multipart_threshold=opts.multipart_threshold,
+            multipart_chunksize=opts.multipart_chunksize,
+            max_concurrency=opts.max_concurrency,
+            use_threads=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Storage(endpoint_url={self.endpoint_url!r})"
+
+    def exists(self, uri: str) -> bool:
+        """True if `uri` is an object, or a prefix with at least one object under it."""
+        bucket, key = parse_s3_uri(uri)
+        if key and self.isfile(uri):
+            return True
+        with self._errors(f"check {uri}", uri):
+            reply = self._client.list_objects_v2(Bucket=bucket, Prefix=f"{key}/" if key else "", MaxKeys=1)
+        return reply.get("KeyCount", 0) > 0
+
+    def isfile(self, uri: str) -> bool:
+        """True if an object has exactly this key."""
+        try:
+            self._head(uri)
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    def list(self, prefix_uri: str) -> list[str]:
+        """Keys under `<prefix>/`, relative to it; directory markers (keys ending in '/') are skipped."""
+        bucket, key = parse_s3_uri(prefix_uri)
+        prefix = f"{key}/" if key else ""
+        with self._errors(f"list {prefix_uri}", prefix_uri):
+            pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            keys = [obj["Key"][len(prefix):] for page in pages for obj in page.get("Contents", [])]
+        return sorted(k for k in keys if k and not k.endswith("/"))
+
+    def size(self, uri: str) -> int:
+        """`ContentLength` of the object."""
+        return int(self._head(uri)["ContentLength"])
+
+    def read_bytes(self, uri: str) -> bytes:
+        """The whole object, in one GET."""
+        bucket, key = self._object(uri)
+        with self._errors(f"read {uri}", uri):
+            return self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """One PUT, which S3 applies atomically."""
+        bucket, key = self._object(uri)
+        with self._errors(f"write {uri}", uri):
+            self._client.put_object(Bucket=bucket, Key=key, Body=data)
+
+    def upload_file(self, local: str | os.PathLike[str], uri: str) -> None:
+        """Upload, in parallel parts above `multipart_threshold`; the object appears only when complete."""
+        bucket, key = self._object(uri)
+        with self._errors(f"upload {local} to {uri}", uri):
+            self._client.upload_file(os.fspath(_regular_file(Path(local))), bucket, key, Config=self._transfer)
+
+    def download_file(self, uri: str, local: str | os.PathLike[str]) -> None:
+        """Download (ranged GETs in parallel for large objects) to a temp file, then rename it."""
+        bucket, key = self._object(uri)
+        with self._errors(f"download {uri} to {local}", uri), _atomic_target(Path(local)) as tmp:
+            with open(tmp, "xb") as f:
+                self._client.download_fileobj(bucket, key, f, Config=self._transfer)
+
+    def delete(self, uri: str) -> None:
+        """DeleteObject, which succeeds whether or not the key exists."""
+        bucket, key = self._object(uri)
+        with self._errors(f"delete {uri}", uri):
+            self._client.delete_object(Bucket=bucket, Key=key)
+
+    def delete_prefix(self, prefix_uri: str) -> int:
+        """Delete every key under `<prefix>/` in batches of 1000; a bucket root is refused."""
+        bucket, key = parse_s3_uri(prefix_uri)
+        if not key:
+            raise InvalidUriError(f"refusing to delete every object in bucket '{bucket}' ({prefix_uri})")
+        keys = [f"{key}/{rel}" for rel in self.list(prefix_uri)]
+        for start in range(0, len(keys), _S3_DELETE_BATCH):
+            batch = [{"Key": k} for k in keys[start:start + _S3_DELETE_BATCH]]
+            with self._errors(f"delete everything under {prefix_uri}", prefix_uri):
+                reply = self._client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            if reply.get("Errors"):
+                first = reply["Errors"][0]
+                raise StorageError(
+                    f"Failed to delete {len(reply['Errors'])} objects under {prefix_uri}, "
+                    f"e.g. {first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+                )
+        return len(keys)
+
+    def _object(self, uri: str) -> tuple[str, str]:
+        """Bucket and key of a URI that must name an object, not a bucket."""
+        bucket, key = parse_s3_uri(uri)
+        if not key:
+            raise InvalidUriError(f"'{uri}' names a bucket; an object URI needs a key: s3://{bucket}/<key>")
+        return bucket, key
+
+    def _head(self, uri: str) -> dict[str, Any]:
+        bucket, key = self._object(uri)
+        with self._errors(f"stat {uri}", uri):
+            return self._client.head_object(Bucket=bucket, Key=key)
+
+    @contextmanager
+    def _errors(self, action: str, uri: str) -> Iterator[None]:
+        """Turn boto3, botocore and local file errors into `StorageError`s that name the URI."""
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+        from s3transfer.exceptions import RetriesExceededError
+
+        where = self.endpoint_url or "AWS S3"
+        try:
+            yield
+        except CheckpointError:
+            raise
+        except ClientError as e:
+            raise _from_client_error(action, uri, e) from e
+        except (BotoCoreError, Boto3Error, RetriesExceededError) as e:
+            raise StorageError(
+                f"Failed to {action} at {where}: {e}. Check that the endpoint is reachable and that "
+                "credentials are set (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the boto3 chain)"
+            ) from e
+        except OSError as e:
+            raise _from_os_error(action, e) from e
+
+
+def _from_client_error(action: str, uri: str, e: ClientError) -> StorageError:
+    """A `StorageError` for an S3 error reply, with a next step where one is known."""
+    error = e.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    if code in _S3_NOT_FOUND:
+        return ObjectNotFoundError(f"Failed to {action}: {uri} does not exist")
+    if code == "NoSuchBucket":
+        bucket = parse_s3_uri(uri)[0]
+        return StorageError(f"Failed to {action}: bucket '{bucket}' does not exist; create it or fix the URI")
+    if code in _S3_DENIED:
+        return StorageError(f"Failed to {action}: access denied ({code}); check the credentials and bucket policy")
+    return StorageError(f"Failed to {action}: {code}: {error.get('Message', e)}")
+
+
+def _from_os_error(action: str, e: OSError) -> StorageError:
+    """A `StorageError` for a local filesystem error; a missing path becomes `ObjectNotFoundError`."""
+    if isinstance(e, FileNotFoundError):
+        return ObjectNotFoundError(f"Failed to {action}: {e.filename or 'the path'} does not exist")
+    return StorageError(f"Failed to {action}: {e.strerror or e}")
+
+
+@contextmanager
+def _local_errors(action: str) -> Iterator[None]:
+    """Turn `OSError`s into `StorageError`s; the action names the URIs involved."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except OSError as e:
+        raise _from_os_error(action, e) from e
+
+
+def _regular_file(path: Path) -> Path:
+    """`path`, if it is a regular file; a directory is refused with a clear error."""
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a directory, not a file", os.fspath(path))
+    return path
+
+
+def _local_keys(root: Path) -> list[str]:
+    """Sorted '/'-separated paths of the files below `root`, without in-flight temp files."""
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.endswith(TEMP_SUFFIX)
+    )
+
+
+@contextmanager
+def _atomic_target(target: Path) -> Iterator[Path]:
+    """Yield a fresh temp path beside `target`; on success fsync it and rename it onto `target`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name[:200]}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(target.parent)
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    """Copy `source` to `target` so that `target` is never seen half-written."""
+    with _atomic_target(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist a rename or unlink in `path`; a no-op where directories cannot be fsynced."""
+    try:
+        _fsync_file(path)
+    except OSError:
+        pass

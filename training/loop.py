@@ -1,0 +1,174 @@
+"""The shared train / evaluate loop around an engine, with early stopping and checkpoints."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from training.checkpoint.manager import CheckpointManager
+from training.config import EarlyStoppingConfig, ResolvedJob
+from training.data.sampler import ResumableSampler
+from training.distributed import WorkerInfo, all_reduce_sum
+from training.tracking import Tracker
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when `metric` has not improved by `min_delta` for `patience` evaluations."""
+
+    config: EarlyStoppingConfig
+    best: float | None = None
+    bad_evals: int = 0
+
+    def improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        delta = self.best - value if self.config.mode == "min" else value - self.best
+        return delta > self.config.min_delta
+
+    def update(self, value: float) -> bool:
+        """Record an evaluation; True when training should stop."""
+        if self.improved(value):
+            self.best, self.bad_evals = value, 0
+        else:
+            self.bad_evals += 1
+        return self.bad_evals >= self.config.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad_evals": self.bad_evals}
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    stop_reason: str | None = None
+    preempted: bool = False
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+class Trainer:
+    """Runs `max_steps` optimizer steps of a DeepSpeed engine over packed LM blocks."""
+
+    def __init__(self, job: ResolvedJob, worker: WorkerInfo, engine: Any, train: "torch.Tensor",
+                 validation: "torch.Tensor", checkpoints: CheckpointManager, tracker: Tracker) -> None:
+        self.job, self.worker, self.engine = job, worker, engine
+        self.train_blocks, self.val_blocks = train, validation
+        self.checkpoints, self.tracker = checkpoints, tracker
+        layout = job.layout
+        self.sampler = ResumableSampler(len(train), layout.global_batch, layout.micro, worker.rank,
+                                        worker.world, job.training.seed)
+        stopping = job.training.eval.early_stopping
+        self.early = EarlyStopping(stopping) if stopping else None
+        self.state = LoopState()
+        self.extra: dict[str, Any] = {"spec_hash": job.spec_hash}
+
+    def _micro_batch(self, blocks: "torch.Tensor", indices: list[int]) -> "torch.Tensor":
+        return blocks[indices].to(self.engine.device)
+
+    def train_step(self) -> float:
+        """One optimizer step (grad_accum micro-batches); returns the mean loss over all ranks."""
+        self.engine.train()
+        total = 0.0
+        micro_batches = self.sampler.next_step()
+        for indices in micro_batches:
+            batch = self._micro_batch(self.train_blocks, indices)
+            loss = self.engine(input_ids=batch, labels=batch).loss
+            self.engine.backward(loss)
+            self.engine.step()
+            total += loss.item()
+        (summed,) = all_reduce_sum([total / len(micro_batches)])
+        return summed / self.worker.world
+
+    def evaluate(self) -> dict[str, float]:
+        """Mean token loss and perplexity on this rank's equal share of the validation blocks."""
+        import torch
+
+        self.engine.eval()
+        micro = self.job.layout.micro
+        per_rank = len(self.val_blocks) // self.worker.world
+        share = list(range(self.worker.rank * per_rank, (self.worker.rank + 1) * per_rank))
+        batches = [share[i:i + micro] for i in range(0, len(share), micro)]
+        if self.job.training.eval.max_batches:
+            batches = batches[: self.job.training.eval.max_batches]
+        loss_sum = 0.0
+        with torch.no_grad():
+            for indices in batches:
+                batch = self._micro_batch(self.val_blocks, indices)
+                loss_sum += self.engine(input_ids=batch, labels=batch).loss.float().item() * len(indices)
+        total, count = all_reduce_sum([loss_sum, float(sum(len(b) for b in batches))])
+        loss = total / max(count, 1.0)
+        return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+    def _record_eval(self) -> dict[str, float]:
+        metrics = self.evaluate()
+        self.tracker.log("eval", step=self.state.step, **metrics)
+        self.state.history.setdefault("eval_loss", []).append(metrics["eval_loss"])
+        if self.early is not None:
+            metric = metrics.get(self.early.config.metric)
+            if metric is None:
+                raise ValueError(f"early_stopping.metric '{self.early.config.metric}' is not one of {sorted(metrics)}")
+            if self.early.update(metric):
+                self.state.stop_reason = "early_stopping"
+        return metrics
+
+    def save(self, metric: float | None) -> None:
+        extra = {**self.extra, "metric": metric,
+                 "early_stopping": self.early.state_dict() if self.early else None}
+        path = self.checkpoints.save(self.engine, self.state.step, self.sampler.state_dict(), extra)
+        self.tracker.log("checkpoint", step=self.state.step, path=str(path))
+
+    def resume(self) -> None:
+        """Continue from the newest verified checkpoint, if there is one."""
+        from training.distributed import broadcast_object
+
+        found = self.checkpoints.latest() if self.worker.is_main else None
+        found = broadcast_object(found)
+        if found is None:
+            return
+        if found.manifest.get("world_size") != self.worker.world:
+            raise ValueError(f"checkpoint {found.path} was written by {found.manifest.get('world_size')} workers, "
+                             f"this job has {self.worker.world}; resume with the same resources")
+        self.sampler.load_state_dict(self.checkpoints.load(self.engine, found))
+        self.state.step = found.step
+        if self.early and found.manifest.get("early_stopping"):
+            self.early.best = found.manifest["early_stopping"]["best"]
+            self.early.bad_evals = found.manifest["early_stopping"]["bad_evals"]
+        self.tracker.log("resume", step=found.step, path=str(found.path))
+
+    def _install_sigterm(self) -> None:
+        def on_sigterm(signum: int, frame: Any) -> None:
+            self.state.preempted = True
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    def _preemption_agreed(self) -> bool:
+        (votes,) = all_reduce_sum([1.0 if self.state.preempted else 0.0])
+        return votes > 0
+
+    def run(self) -> LoopState:
+        """Train to max_steps (or early stop / preemption); evaluate at start and end."""
+        t = self.job.training
+        self._install_sigterm()
+        tokens_per_step = self.job.layout.global_batch * self.train_blocks.shape[1]
+        metrics = self._record_eval()
+        while self.state.step < t.max_steps and self.state.stop_reason is None:
+            started = time.perf_counter()
+            loss = self.train_step()
+            self.state.step += 1
+            elapsed = time.perf_counter() - started
+            self.tracker.log("train", step=self.state.step, loss=loss, lr=self.engine.get_lr()[0],
+                             tokens_per_s=tokens_per_step / elapsed, step_s=elapsed, max_steps=t.max_steps)
+            last = self.state.step == t.max_steps
+            if self.state.step % t.eval.every_steps == 0 or last:
+                metrics = self._record_eval()
+            if self._preemption_agreed():
+                self.state.stop_reason = "preempted"
+            if (self.state.step % t.checkpoint.every_steps == 0 or last or self.state.stop_reason):
+                self.save(metrics.get(self.early.config.metric if self.early else "eval_loss"))
+        return self.state

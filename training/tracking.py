@@ -1,0 +1,74 @@
+"""Where metrics go: a JSON-lines file the launcher's progress display reads, stdout, and W&B.
+
+Only rank 0 tracks. W&B runs online with WANDB_API_KEY, offline otherwise (mode `auto`), and
+its run id is kept with the checkpoints so that a resumed job continues the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from training.config import WandbConfig
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def wandb_mode(config: WandbConfig) -> str:
+    if config.mode != "auto":
+        return config.mode
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+class Tracker:
+    """Log events to `<run_dir>/metrics.jsonl`, stdout and (optionally) Weights & Biases."""
+
+    def __init__(self, run_dir: str, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = Path(run_dir) / METRICS_FILE
+        self._wandb: Any = None
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def start_wandb(self, config: WandbConfig | None, name: str, run_id: str | None,
+                    job_config: dict[str, Any], run_dir: str) -> str | None:
+        """Start (or resume, given `run_id`) the W&B run; returns its id to store with checkpoints."""
+        if not self.enabled or config is None or wandb_mode(config) == "disabled":
+            return None
+        import wandb
+
+        run = wandb.init(
+            project=config.project, entity=config.entity, mode=wandb_mode(config), dir=run_dir,
+            name=name, id=run_id, resume="allow", config=job_config,
+            settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
+        )
+        self._wandb = run
+        return run.id
+
+    def log(self, event: str, **fields: Any) -> None:
+        if not self.enabled:
+            return
+        record = {"event": event, "time": round(time.time(), 3), **fields}
+        line = json.dumps(record)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+        print(f"[dlaunch] {line}", file=sys.stdout, flush=True)
+        if self._wandb is not None and "step" in fields:
+            numeric = {k: v for k, v in fields.items() if isinstance(v, (int, float)) and k != "step"}
+            if numeric:
+                prefix = "" if event == "train" else f"{event}/"
+                self._wandb.log({f"{prefix}{k}": v for k, v in numeric.items()}, step=fields["step"])
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self._wandb is not None:
+            for key, value in values.items():
+                self._wandb.summary[key] = value
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self._wandb is not None:
+            self._wandb.finish(exit_code=exit_code)
+            self._wandb = None
