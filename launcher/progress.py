@@ -11,12 +11,17 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Every event in a metrics file, across all attempts of the job."""
+    return MetricsFollower(path, from_start=True).poll()
+
+
 class MetricsFollower:
     """Reads the JSON-lines events appended to a metrics file since it was opened."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, from_start: bool = False) -> None:
         self.path = path
-        self.offset = path.stat().st_size if path.exists() else 0
+        self.offset = path.stat().st_size if path.exists() and not from_start else 0
         self._partial = ""
 
     def poll(self) -> list[dict[str, Any]]:

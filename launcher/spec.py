@@ -277,6 +277,9 @@ def _problem_from_error(err: Any, doc: YamlDocument) -> SpecProblem:
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(valid)}"
         return SpecProblem(path=path, message="unknown key", line=line, hint=hint)
+    if kind == "missing" and isinstance(loc[-1], int):
+        parent = ".".join(str(p) for p in loc[:-1])
+        return SpecProblem(path=parent, message=f"has too few items (item {loc[-1] + 1} is missing)", line=line)
     if kind == "missing":
         return SpecProblem(path=path, message="required key is missing", line=line,
                            hint=f"add `{loc[-1]}:` (see `dlaunch init` for an example)")

@@ -70,9 +70,12 @@ def run_local(spec, layout, runs_dir: str) -> int:  # type: ignore[no-untyped-de
 
 
 def print_outcome(console, view, run) -> None:  # type: ignore[no-untyped-def]
+    from launcher.progress import read_events
+
     summary = view.summary
-    if len(summary.evals) >= 2:
-        first, final = summary.evals[0], summary.evals[-1]
+    evals = [e for e in read_events(run.metrics_file) if e.get("event") == "eval"]
+    if evals:
+        first, final = evals[0], evals[-1]
         console.print(f"validation loss: first {first['eval_loss']:.4f} (step {first['step']}) -> "
                       f"final {final['eval_loss']:.4f} (step {final['step']})")
     if summary.end:

@@ -84,7 +84,7 @@ def agent_command(run: LocalRun, node: int, port: int) -> list[str]:
     """The torchrun command line for node `node` (node 0 hosts the rendezvous store)."""
     resources = run.spec.resources
     return [
-        sys.executable, "-m", "torch.distributed.run",
+        sys.executable, "-m", "training.agent",  # torchrun that passes worker exit codes through
         f"--nnodes={resources.nodes}",
         f"--nproc-per-node={resources.procs_per_node}",
         "--rdzv-backend=c10d",

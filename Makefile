@@ -1,0 +1,45 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both install what they need
+# into .venv/ (and the Debian text corpora, and Helm for the chart tests) and are idempotent.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS := train,ray,kubernetes,compress,dev
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+# The CPU build of PyTorch lies here on this kind of machine; elsewhere pip uses PyPI.
+WHEELS := $(wildcard /opt/wheels)
+PIP_FLAGS := $(if $(WHEELS),--find-links $(WHEELS),)
+CORPORA := /usr/share/doc/python3.11/html/_sources/tutorial /usr/share/wordnet/data.noun
+
+.PHONY: install corpora tools demo test bench clean-venv
+
+$(PY):
+	python3 -m venv $(VENV)
+
+# Reinstall only when pyproject.toml changes. torch first, pinned, so that nothing pulls a CUDA build.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q $(PIP_FLAGS) "torch==2.13.0"
+	$(PY) -m pip install -q $(PIP_FLAGS) -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Real text for the examples: Python's documentation sources and WordNet (Debian packages).
+corpora:
+	@missing=0; for f in $(CORPORA); do [ -e $$f ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3.11-doc wordnet-base >/dev/null; \
+	fi
+
+tools:
+	@if [ -x scripts/install_helm.sh ]; then scripts/install_helm.sh >/dev/null; fi
+
+demo: install corpora
+	$(VENV)/bin/dlaunch submit examples/quickstart.yaml
+
+test: install corpora tools
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,67 @@
+"""Shared fixtures: run the CLI in-process and write specs to temporary files."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from launcher.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS_GLOB = "/usr/share/doc/python3.11/html/_sources/tutorial/*.rst.txt"
+
+BASE_SPEC: dict[str, Any] = {
+    "name": "unit-job",
+    "backend": "deepspeed",
+    "target": "local",
+    "resources": {"nodes": 1, "gpus_per_node": 2},
+    "training": {
+        "seed": 1,
+        "model": {"type": "causal-lm", "preset": "llama-tiny"},
+        "data": {"train": CORPUS_GLOB, "seq_len": 64},
+        "batch": {"global": 16, "micro": 4},
+        "max_steps": 10,
+        "zero": {"stage": 2},
+    },
+}
+
+
+def base_spec() -> dict[str, Any]:
+    """A fresh deep copy of a small valid local spec."""
+    return copy.deepcopy(BASE_SPEC)
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run `dlaunch ARGS` in this process; returns exit code, stdout and stderr."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> Callable[[Any], Path]:
+    """Write a dict (as YAML) or raw text to a spec file and return its path."""
+    counter = iter(range(10**6))
+
+    def write(content: Any) -> Path:
+        path = tmp_path / f"spec-{next(counter)}.yaml"
+        text = content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
