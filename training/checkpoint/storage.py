@@ -49,7 +49,8 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith(S3_SCHEME):
         raise InvalidUriError(f"expected an s3://<bucket>/<key> URI, got '{uri}'")
     bucket, _, key = uri[len(S3_SCHEME):].partition("/")
-    if not (3 <= len(bucket) <= 63 and set(bucket) <= _BUCKET_CHARS and bucket[0].isalnum()):
+    well_formed = set(bucket) <= _BUCKET_CHARS and bucket[:1].isalnum() and bucket[-1:].isalnum()
+    if not (3 <= len(bucket) <= 63 and well_formed):
         raise InvalidUriError(
             f"invalid S3 bucket name '{bucket}' in '{uri}': use 3-63 lowercase letters, digits, '.' or '-'"
         )
@@ -82,11 +83,11 @@ def join_uri(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *pieces])
 
 
-def storage_for(uri: str, *, endpoint_url: str | None = None) -> Storage:
+def storage_for(uri: str, *, endpoint_url: str | None = None, s3_options: S3Options | None = None) -> Storage:
     """The storage that serves `uri`: `S3Storage` for s3://, `LocalStorage` for paths and file://."""
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     if scheme == "s3":
-        return S3Storage(endpoint_url=endpoint_url)
+        return S3Storage(endpoint_url=endpoint_url, options=s3_options)
     if scheme in ("", "file"):
         return LocalStorage()
     raise InvalidUriError(f"unsupported storage URI '{uri}': use a local path, file:///path or s3://bucket/prefix")
@@ -139,7 +140,7 @@ class Storage(ABC):
         """Upload every file under `local_dir` to the same relative keys under `prefix_uri`."""
         root = Path(local_dir)
         if not root.is_dir():
-            raise ObjectNotFoundError(f"cannot upload {root} to {prefix_uri}: {root} is not a directory")
+            raise ObjectNotFoundError(f"Failed to upload {root} to {prefix_uri}: {root} is not a directory")
         keys = _local_keys(root)
         for key in keys:
             self.upload_file(root / key, join_uri(prefix_uri, key))
@@ -149,9 +150,11 @@ class Storage(ABC):
         """Download every object under `prefix_uri` into `local_dir`, keeping relative keys."""
         keys = self.list(prefix_uri)
         if not keys:
-            raise ObjectNotFoundError(f"cannot download {prefix_uri}: no objects under this prefix")
+            raise ObjectNotFoundError(f"Failed to download {prefix_uri}: no objects under this prefix")
         root = Path(local_dir)
         for key in keys:
+            if key.startswith("/"):  # `root / "/x"` would be "/x", outside `root`
+                raise StorageError(f"Failed to download {prefix_uri}: key '{key}' has no local equivalent")
             self.download_file(join_uri(prefix_uri, key), root / key)
         return keys
 
@@ -204,7 +207,7 @@ class LocalStorage(Storage):
         path = local_path(uri)
         with _local_errors(f"delete {uri}"):
             if path.is_dir():
-                raise StorageError(f"cannot delete {uri}: it is a directory; use delete_prefix")
+                raise StorageError(f"Failed to delete {uri}: it is a directory; use delete_prefix")
             path.unlink(missing_ok=True)
             _fsync_dir(path.parent)
 
@@ -247,7 +250,8 @@ class S3Storage(Storage):
         from botocore.config import Config
 
         self.options = options or S3Options()
-        self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        env = os.environ
+        self.endpoint_url = endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
         opts = self.options
         config = Config(
             retries={"mode": "standard", "max_attempts": opts.max_attempts},
@@ -363,24 +367,28 @@ class S3Storage(Storage):
     @contextmanager
     def _errors(self, action: str, uri: str) -> Iterator[None]:
         """Turn boto3, botocore and local file errors into `StorageError`s that name the URI."""
-        from boto3.exceptions import Boto3Error
+        from boto3.exceptions import Boto3Error, S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
         from s3transfer.exceptions import RetriesExceededError
 
-        where = self.endpoint_url or "AWS S3"
         try:
             yield
         except CheckpointError:
             raise
         except ClientError as e:
             raise _from_client_error(action, uri, e) from e
+        except S3UploadFailedError as e:  # boto3 wraps the S3 error reply; judge by that reply
+            reply = e.__context__
+            raise (_from_client_error(action, uri, reply) if isinstance(reply, ClientError)
+                   else self._client_side_error(action, e)) from e
         except (BotoCoreError, Boto3Error, RetriesExceededError) as e:
-            raise StorageError(
-                f"Failed to {action} at {where}: {e}. Check that the endpoint is reachable and that "
-                "credentials are set (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the boto3 chain)"
-            ) from e
+            raise self._client_side_error(action, e) from e
         except OSError as e:
             raise _from_os_error(action, e) from e
+
+    def _client_side_error(self, action: str, e: Exception) -> StorageError:
+        """A `StorageError` for a failure with no S3 reply to go on: no connection, no credentials."""
+        return StorageError(f"Failed to {action} at {self.endpoint_url or 'AWS S3'}: {e}{_next_step(e)}")
 
 
 def _from_client_error(action: str, uri: str, e: ClientError) -> StorageError:
@@ -397,11 +405,23 @@ def _from_client_error(action: str, uri: str, e: ClientError) -> StorageError:
     return StorageError(f"Failed to {action}: {code}: {error.get('Message', e)}")
 
 
+def _next_step(e: Exception) -> str:
+    """What to check after a client-side failure (no reply from S3 to go on)."""
+    from botocore.exceptions import ConnectionError, HTTPClientError, NoCredentialsError, PartialCredentialsError
+
+    if isinstance(e, (NoCredentialsError, PartialCredentialsError)):
+        return ". Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure the boto3 credential chain"
+    if isinstance(e, (ConnectionError, HTTPClientError)):
+        return ". Check that the store is up and reachable and that AWS_ENDPOINT_URL (or endpoint_url) is right"
+    return ""
+
+
 def _from_os_error(action: str, e: OSError) -> StorageError:
     """A `StorageError` for a local filesystem error; a missing path becomes `ObjectNotFoundError`."""
     if isinstance(e, FileNotFoundError):
         return ObjectNotFoundError(f"Failed to {action}: {e.filename or 'the path'} does not exist")
-    return StorageError(f"Failed to {action}: {e.strerror or e}")
+    detail = f"{e.strerror or e}: {e.filename}" if e.filename else f"{e.strerror or e}"
+    return StorageError(f"Failed to {action}: {detail}")
 
 
 @contextmanager
@@ -423,11 +443,15 @@ def _regular_file(path: Path) -> Path:
 
 
 def _local_keys(root: Path) -> list[str]:
-    """Sorted '/'-separated paths of the files below `root`, without in-flight temp files."""
+    """Sorted '/'-separated paths of the files below `root`, without in-flight temp files.
+
+    `os.walk` skips directories that vanish mid-walk, as when retention deletes an old step.
+    """
     return sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file() and not p.name.endswith(TEMP_SUFFIX)
+        (Path(directory) / name).relative_to(root).as_posix()
+        for directory, _, names in os.walk(root)
+        for name in names
+        if not name.endswith(TEMP_SUFFIX)
     )
 
 
