@@ -182,6 +182,8 @@ class CheckpointConfig(StrictModel):
     keep_last: int = Field(default=3, ge=1, le=10_000)
     keep_best: bool = False
     async_: bool = Field(default=True, alias="async")
+    # An S3-compatible store (MinIO, SeaweedFS, R2...); AWS_ENDPOINT_URL in the environment works too.
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
 
     @field_validator("uri")
     @classmethod

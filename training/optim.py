@@ -25,13 +25,16 @@ def param_groups(model: "torch.nn.Module", weight_decay: float) -> list[dict[str
     ]
 
 
-def build_optimizer(model: "torch.nn.Module", config: OptimizerConfig) -> "torch.optim.Optimizer":
+def build_optimizer(model: "torch.nn.Module", config: OptimizerConfig, offload: bool = False) -> "torch.optim.Optimizer":
+    """AdamW; with ZeRO optimizer offload, DeepSpeed's CPU AdamW (the same math, run on the host)."""
+    groups = param_groups(model, config.weight_decay)
+    if offload:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(groups, lr=config.lr, betas=config.betas, eps=config.eps, adamw_mode=True)
     import torch
 
-    return torch.optim.AdamW(
-        param_groups(model, config.weight_decay), lr=config.lr, betas=config.betas, eps=config.eps,
-        foreach=False,
-    )
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, foreach=False)
 
 
 def lr_multiplier(schedule: ScheduleConfig, max_steps: int) -> Callable[[int], float]:

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("launcher.cli.init", "Write a commented starter job spec."),
     "validate": ("launcher.cli.validate", "Check a job spec and report every problem at once."),
     "plan": ("launcher.cli.plan", "Show how the batch is laid out across workers."),
+    "render": ("launcher.cli.render", "Print the Kubernetes objects (or Helm values) a spec becomes."),
     "submit": ("launcher.cli.submit", "Run a job: on this machine or on a Kubernetes cluster."),
 }
 

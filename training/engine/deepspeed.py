@@ -59,7 +59,7 @@ def initialize(model: "torch.nn.Module", training: TrainingConfig, layout: Batch
     import deepspeed
     import torch
 
-    optimizer = build_optimizer(model, training.optimizer)
+    optimizer = build_optimizer(model, training.optimizer, offload=layout.offload_optimizer)
     factor = lr_multiplier(training.schedule, training.max_steps)
     engine, _, _, scheduler = deepspeed.initialize(
         model=model,

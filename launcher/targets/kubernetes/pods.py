@@ -176,9 +176,10 @@ def render_scheduling(spec: JobSpec) -> dict[str, Any]:
     return fields
 
 
-def render_pod_spec(spec: JobSpec, containers: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+def render_pod_spec(spec: JobSpec, containers: list[dict[str, Any]], volumes: list[dict[str, Any]] | None = None,
+                    **fields: Any) -> dict[str, Any]:
     """A pod spec with dlaunch's security settings, scheduling and grace period, plus `fields`."""
-    return {
+    pod_spec = {
         **fields,
         "automountServiceAccountToken": False,
         **render_scheduling(spec),
@@ -186,6 +187,16 @@ def render_pod_spec(spec: JobSpec, containers: list[dict[str, Any]], **fields: A
         "terminationGracePeriodSeconds": spec.kubernetes.termination_grace,
         "containers": containers,
     }
+    if volumes:
+        pod_spec["volumes"] = volumes
+    return pod_spec
+
+
+def render_job_container(name: str, spec: JobSpec, backend_env: list[dict[str, Any]], resources: dict[str, Any],
+                         **fields: Any) -> dict[str, Any]:
+    """A container that runs the job's code: its environment, credentials and the job's mounts."""
+    return render_container(name, spec, resources, **fields, env=render_env(spec, backend_env),
+                            volumeMounts=render_volume_mounts())
 
 
 def render_pod_template(spec: JobSpec, pod_spec: dict[str, Any]) -> dict[str, Any]:

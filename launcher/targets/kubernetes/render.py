@@ -16,8 +16,8 @@ from launcher.spec import JobSpec
 from launcher.targets.kubernetes.checks import check_renderable
 from launcher.targets.kubernetes.pods import (
     COMPLETION_INDEX_LABEL, CONFIG_DIR, JOB_FILE, JOB_LABEL, QUEUE_LABEL, RUN_DIR, SPEC_HASH_ANNOTATION,
-    config_map_name, job_labels, namespace_of, object_meta, render_container, render_env, render_pod_spec,
-    render_pod_template, render_resources,
+    config_map_name, namespace_of, object_meta, render_container, render_job_container, render_pod_spec,
+    render_pod_template, render_resources, render_volumes,
 )
 from launcher.targets.kubernetes.scripts import LAUNCH_NODE_SCRIPT, RUN_RANK_SCRIPT, SCRIPTS
 from training.config import BatchLayout
@@ -71,10 +71,14 @@ def rank_selector(spec: JobSpec, node_rank: int) -> str:
     return f"{JOB_LABEL}={spec.name},{COMPLETION_INDEX_LABEL}={node_rank}"
 
 
+def resolved_job_json(spec: JobSpec, plan: Any) -> str:
+    """The job file every worker reads, with the pods' run directory."""
+    return job_json(resolve_job(spec, layout_of(plan), RUN_DIR))
+
+
 def render_configmap(spec: JobSpec, plan: Any) -> dict[str, Any]:
     """The resolved job JSON every worker reads (and, for DeepSpeed, the pods' launch scripts)."""
-    job = resolve_job(spec, layout_of(plan), RUN_DIR)
-    data = {"job.json": job_json(job)}
+    data = {"job.json": resolved_job_json(spec, plan)}
     if spec.backend == "deepspeed":
         data.update(SCRIPTS)
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": object_meta(spec, config_map_name(spec)),
@@ -156,14 +160,14 @@ def torchrun_env(spec: JobSpec) -> list[dict[str, Any]]:
 def render_torchrun_pod_template(spec: JobSpec) -> dict[str, Any]:
     """A DeepSpeed node: launch-node.sh waits for pod 0, then runs torchrun with one worker per GPU."""
     res = spec.resources
-    worker = render_container(
-        WORKER_CONTAINER, spec, render_env(spec, torchrun_env(spec)),
-        render_resources(res.cpu, res.memory, res.gpus_per_node),
+    worker = render_job_container(
+        WORKER_CONTAINER, spec, torchrun_env(spec), render_resources(res.cpu, res.memory, res.gpus_per_node),
         command=["/bin/sh", f"{CONFIG_DIR}/{LAUNCH_NODE_SCRIPT}"], args=torchrun_command(spec),
         ports=[{"name": "c10d", "containerPort": RDZV_PORT, "protocol": "TCP"}],
     )
-    return render_pod_template(spec, render_pod_spec(spec, [worker], res.shm, restartPolicy="Never",
-                                                     subdomain=spec.name))
+    pod_spec = render_pod_spec(spec, [worker], render_volumes(spec, res.shm), restartPolicy="Never",
+                               subdomain=spec.name)
+    return render_pod_template(spec, pod_spec)
 
 
 def render_rayjob(spec: JobSpec) -> dict[str, Any]:
@@ -187,29 +191,25 @@ def render_rayjob(spec: JobSpec) -> dict[str, Any]:
 def render_ray_head_group(spec: JobSpec) -> dict[str, Any]:
     """The Ray head: GCS, dashboard and the driver of the training run; no GPUs."""
     head = RAY_HEAD_RESOURCES
-    container = render_container(
-        "ray-head", spec, render_env(spec, []), render_resources(head["cpu"], head["memory"], 0),
+    container = render_job_container(
+        "ray-head", spec, [], render_resources(head["cpu"], head["memory"], 0),
         ports=[{"name": name, "containerPort": port, "protocol": "TCP"} for name, port in RAY_HEAD_PORTS],
     )
-    return {"rayStartParams": {"dashboard-host": "0.0.0.0"},
-            "template": render_pod_template(spec, render_pod_spec(spec, [container], head["shm"]))}
+    pod_spec = render_pod_spec(spec, [container], render_volumes(spec, head["shm"]))
+    return {"rayStartParams": {"dashboard-host": "0.0.0.0"}, "template": render_pod_template(spec, pod_spec)}
 
 
 def render_ray_worker_group(spec: JobSpec) -> dict[str, Any]:
     """`nodes` identical GPU workers; min = max = replicas, so nothing autoscales mid-run."""
     res = spec.resources
-    container = render_container("ray-worker", spec, render_env(spec, []),
-                                 render_resources(res.cpu, res.memory, res.gpus_per_node))
+    container = render_job_container("ray-worker", spec, [], render_resources(res.cpu, res.memory, res.gpus_per_node))
+    pod_spec = render_pod_spec(spec, [container], render_volumes(spec, res.shm))
     return {"groupName": "workers", "replicas": res.nodes, "minReplicas": res.nodes, "maxReplicas": res.nodes,
-            "template": render_pod_template(spec, render_pod_spec(spec, [container], res.shm))}
+            "template": render_pod_template(spec, pod_spec)}
 
 
 def render_ray_submitter_template(spec: JobSpec) -> dict[str, Any]:
-    """The pod KubeRay runs `ray job submit` in (it fills in the command), held to the same profile."""
+    """The pod KubeRay runs `ray job submit` in (it fills in the command); no credentials, no mounts."""
     sub = RAY_SUBMITTER_RESOURCES
-    container = render_container("ray-job-submitter", spec, render_env(spec, []),
-                                 render_resources(sub["cpu"], sub["memory"], 0))
-    container.pop("volumeMounts")
-    pod_spec = render_pod_spec(spec, [container], "64Mi", restartPolicy="Never")
-    pod_spec.pop("volumes")
-    return render_pod_template(spec, pod_spec)
+    container = render_container("ray-job-submitter", spec, render_resources(sub["cpu"], sub["memory"], 0))
+    return render_pod_template(spec, render_pod_spec(spec, [container], restartPolicy="Never"))
