@@ -11,6 +11,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+EVAL_LABELS = {"eval_loss": "validation loss", "perplexity": "perplexity", "eval_accuracy": "accuracy",
+               "eval_macro_f1": "macro-F1"}
+
+
+def format_metrics(event: dict[str, Any]) -> str:
+    """'validation loss 2.3140  perplexity 10.1' from an eval event."""
+    return "  ".join(f"{label} {event[key]:.4f}" for key, label in EVAL_LABELS.items() if key in event)
+
+
 def read_events(path: Path) -> list[dict[str, Any]]:
     """Every event in a metrics file, across all attempts of the job."""
     return MetricsFollower(path, from_start=True).poll()
@@ -77,8 +86,7 @@ class ProgressView:
             self.progress.update(self.task, completed=event["step"], total=event["max_steps"], stats=self._stats())
         elif kind == "eval":
             self.summary.evals.append(event)
-            self.console.print(f"step {event['step']:>6}  validation loss {event['eval_loss']:.4f}  "
-                               f"perplexity {event['perplexity']:.1f}")
+            self.console.print(f"step {event['step']:>6}  " + format_metrics(event))
             self.progress.update(self.task, stats=self._stats())
         elif kind == "checkpoint":
             self.summary.checkpoints.append(event["path"])

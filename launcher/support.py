@@ -10,14 +10,8 @@ from launcher.spec import JobSpec
 
 
 def _uses_s3(spec: JobSpec) -> list[str]:
-    t = spec.training
-    uris = {
-        "training.data.train": t.data.train,
-        "training.data.validation": t.data.validation,
-        "training.checkpoint.uri": t.checkpoint.uri,
-        "training.model.pretrained": t.model.pretrained,
-    }
-    return [key for key, uri in uris.items() if uri and uri.startswith("s3://")]
+    uri = spec.training.checkpoint.uri
+    return ["training.checkpoint.uri"] if uri.startswith("s3://") else []
 
 
 def unsupported_features(spec: JobSpec) -> list[str]:
@@ -32,16 +26,4 @@ def unsupported_features(spec: JobSpec) -> list[str]:
         found.append(f"{key}: s3:// URIs are not supported yet (use a local path)")
     if t.compression is not None:
         found.append("training.compression is not supported yet")
-    if t.entrypoint or t.model.factory or t.model.pretrained:
-        found.append("training.entrypoint / model.factory / model.pretrained are not supported yet")
-    if t.model.type != "causal-lm":
-        found.append("training.model.type: sequence-classification is not supported yet")
-    if t.zero.stage == "auto":
-        found.append("training.zero.stage: auto is not supported yet (set 0-3)")
-    if t.zero.offload_optimizer or t.zero.offload_params:
-        found.append("training.zero offload is not supported yet")
-    if t.precision == "fp16":
-        found.append("training.precision: fp16 is not supported yet (use bf16 or fp32)")
-    if t.tracking.tensorboard:
-        found.append("training.tracking.tensorboard is not supported yet")
     return found

@@ -88,6 +88,13 @@ class ModelConfig(StrictModel):
         return self
 
 
+class AugmentConfig(StrictModel):
+    """Classification only: randomly mask or delete tokens of training examples."""
+
+    mask_prob: float = Field(default=0.0, ge=0.0, le=0.5)
+    delete_prob: float = Field(default=0.0, ge=0.0, le=0.5)
+
+
 class DataConfig(StrictModel):
     """Where the text comes from and how it is cut into sequences."""
 
@@ -98,6 +105,7 @@ class DataConfig(StrictModel):
     seq_len: int = Field(default=512, ge=8, le=1_048_576)
     validation_fraction: float = Field(default=0.05, gt=0.0, lt=0.5)
     tokenizer_vocab_size: int = Field(default=4096, ge=300, le=1_000_000)
+    augment: AugmentConfig | None = None
 
     @field_validator("train", "validation")
     @classmethod

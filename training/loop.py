@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from training.checkpoint.manager import CheckpointManager
 from training.config import EarlyStoppingConfig, ResolvedJob
 from training.data.sampler import ResumableSampler
 from training.distributed import WorkerInfo, all_reduce_sum
+from training.tasks import Task
 from training.tracking import Tracker
-
-if TYPE_CHECKING:
-    import torch
 
 
 @dataclass
@@ -50,63 +47,62 @@ class LoopState:
     stop_reason: str | None = None
     preempted: bool = False
     history: dict[str, list[float]] = field(default_factory=dict)
+    evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)
 
 
 class Trainer:
     """Runs `max_steps` optimizer steps of a DeepSpeed engine over packed LM blocks."""
 
-    def __init__(self, job: ResolvedJob, worker: WorkerInfo, engine: Any, train: "torch.Tensor",
-                 validation: "torch.Tensor", checkpoints: CheckpointManager, tracker: Tracker) -> None:
-        self.job, self.worker, self.engine = job, worker, engine
-        self.train_blocks, self.val_blocks = train, validation
+    def __init__(self, job: ResolvedJob, worker: WorkerInfo, engine: Any, task: Task,
+                 checkpoints: CheckpointManager, tracker: Tracker) -> None:
+        self.job, self.worker, self.engine, self.task = job, worker, engine, task
         self.checkpoints, self.tracker = checkpoints, tracker
         layout = job.layout
-        self.sampler = ResumableSampler(len(train), layout.global_batch, layout.micro, worker.rank,
+        self.sampler = ResumableSampler(task.train_size, layout.global_batch, layout.micro, worker.rank,
                                         worker.world, job.training.seed)
         stopping = job.training.eval.early_stopping
         self.early = EarlyStopping(stopping) if stopping else None
         self.state = LoopState()
         self.extra: dict[str, Any] = {"spec_hash": job.spec_hash}
 
-    def _micro_batch(self, blocks: "torch.Tensor", indices: list[int]) -> "torch.Tensor":
-        return blocks[indices].to(self.engine.device)
-
-    def train_step(self) -> float:
-        """One optimizer step (grad_accum micro-batches); returns the mean loss over all ranks."""
+    def train_step(self) -> tuple[float, float]:
+        """One optimizer step (grad_accum micro-batches): mean loss and tokens, over all ranks."""
         self.engine.train()
-        total = 0.0
+        total, tokens = 0.0, 0.0
         micro_batches = self.sampler.next_step()
         for indices in micro_batches:
-            batch = self._micro_batch(self.train_blocks, indices)
-            loss = self.engine(input_ids=batch, labels=batch).loss
+            batch = {k: v.to(self.engine.device) for k, v in self.task.train_batch(indices, self.state.step).items()}
+            loss = self.task.loss(self.engine, batch)
             self.engine.backward(loss)
             self.engine.step()
             total += loss.item()
-        (summed,) = all_reduce_sum([total / len(micro_batches)])
-        return summed / self.worker.world
+            mask = batch.get("attention_mask")
+            tokens += float(mask.sum().item() if mask is not None else batch["input_ids"].numel())
+        summed, all_tokens = all_reduce_sum([total / len(micro_batches), tokens])
+        return summed / self.worker.world, all_tokens
 
     def evaluate(self) -> dict[str, float]:
-        """Mean token loss and perplexity on this rank's equal share of the validation blocks."""
-        import torch
-
         self.engine.eval()
-        micro = self.job.layout.micro
-        per_rank = len(self.val_blocks) // self.worker.world
-        share = list(range(self.worker.rank * per_rank, (self.worker.rank + 1) * per_rank))
-        batches = [share[i:i + micro] for i in range(0, len(share), micro)]
-        if self.job.training.eval.max_batches:
-            batches = batches[: self.job.training.eval.max_batches]
-        loss_sum = 0.0
-        with torch.no_grad():
-            for indices in batches:
-                batch = self._micro_batch(self.val_blocks, indices)
-                loss_sum += self.engine(input_ids=batch, labels=batch).loss.float().item() * len(indices)
-        total, count = all_reduce_sum([loss_sum, float(sum(len(b) for b in batches))])
-        loss = total / max(count, 1.0)
-        return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+        return self.task.evaluate(self.engine)
+
+    @property
+    def watched_metric(self) -> tuple[str, str]:
+        """The metric that decides the best checkpoint: early stopping's, else eval_loss (min)."""
+        if self.early is not None:
+            return self.early.config.metric, self.early.config.mode
+        return "eval_loss", "min"
+
+    def best_summary(self) -> dict[str, Any]:
+        name, mode = self.watched_metric
+        scored = [(step, m) for step, m in self.state.evals if name in m]
+        if not scored:
+            return {}
+        step, metrics = (min if mode == "min" else max)(scored, key=lambda item: item[1][name])
+        return {"best_step": step, **{f"best_{k}": v for k, v in metrics.items()}}
 
     def _record_eval(self) -> dict[str, float]:
         metrics = self.evaluate()
+        self.state.evals.append((self.state.step, metrics))
         self.tracker.log("eval", step=self.state.step, **metrics)
         self.state.history.setdefault("eval_loss", []).append(metrics["eval_loss"])
         if self.early is not None:
@@ -155,20 +151,19 @@ class Trainer:
         """Train to max_steps (or early stop / preemption); evaluate at start and end."""
         t = self.job.training
         self._install_sigterm()
-        tokens_per_step = self.job.layout.global_batch * self.train_blocks.shape[1]
         metrics = self._record_eval()
         while self.state.step < t.max_steps and self.state.stop_reason is None:
             started = time.perf_counter()
-            loss = self.train_step()
+            loss, tokens = self.train_step()
             self.state.step += 1
             elapsed = time.perf_counter() - started
-            self.tracker.log("train", step=self.state.step, loss=loss, lr=self.engine.get_lr()[0],
-                             tokens_per_s=tokens_per_step / elapsed, step_s=elapsed, max_steps=t.max_steps)
+            self.tracker.log("train", step=self.state.step, loss=loss, lr=max(self.engine.get_lr()),
+                             tokens_per_s=tokens / elapsed, step_s=elapsed, max_steps=t.max_steps)
             last = self.state.step == t.max_steps
             if self.state.step % t.eval.every_steps == 0 or last:
                 metrics = self._record_eval()
             if self._preemption_agreed():
                 self.state.stop_reason = "preempted"
             if (self.state.step % t.checkpoint.every_steps == 0 or last or self.state.stop_reason):
-                self.save(metrics.get(self.early.config.metric if self.early else "eval_loss"))
+                self.save(metrics.get(self.watched_metric[0]))
         return self.state

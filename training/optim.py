@@ -12,22 +12,24 @@ if TYPE_CHECKING:
     import torch
 
 
-def param_groups(model: "torch.nn.Module", weight_decay: float) -> list[dict[str, Any]]:
-    """Two groups: matrices decay; biases, norm weights and other 1-d parameters do not."""
-    decay, no_decay = [], []
-    for _, param in sorted(model.named_parameters(), key=lambda item: item[0]):
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim < 2 else decay).append(param)
+def param_groups(model: "torch.nn.Module", weight_decay: float, frozen_prefix: str | None = None) -> list[dict[str, Any]]:
+    """Matrices decay; biases, norm weights and other 1-d parameters do not. Parameters under
+    `frozen_prefix` (the backbone while it is frozen) get groups of their own. Empty groups are dropped."""
+    buckets: dict[tuple[bool, bool], list[Any]] = {(f, d): [] for f in (False, True) for d in (True, False)}
+    for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+        if param.requires_grad:
+            frozen = bool(frozen_prefix) and name.startswith(frozen_prefix or "")
+            buckets[(frozen, param.ndim >= 2)].append(param)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": params, "weight_decay": weight_decay if decay else 0.0, "frozen": frozen}
+        for (frozen, decay), params in buckets.items() if params
     ]
 
 
-def build_optimizer(model: "torch.nn.Module", config: OptimizerConfig, offload: bool = False) -> "torch.optim.Optimizer":
+def build_optimizer(model: "torch.nn.Module", config: OptimizerConfig, offload: bool = False,
+                    frozen_prefix: str | None = None) -> "torch.optim.Optimizer":
     """AdamW; with ZeRO optimizer offload, DeepSpeed's CPU AdamW (the same math, run on the host)."""
-    groups = param_groups(model, config.weight_decay)
+    groups = param_groups(model, config.weight_decay, frozen_prefix)
     if offload:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
@@ -51,3 +53,14 @@ def lr_multiplier(schedule: ScheduleConfig, max_steps: int) -> Callable[[int], f
         return floor + (1 - floor) * shape
 
     return factor
+
+
+def group_multipliers(groups: list[dict[str, Any]], schedule: ScheduleConfig, max_steps: int,
+                      freeze_steps: int) -> list[Callable[[int], float]]:
+    """One lr factor per parameter group: frozen groups stay at 0 for their first `freeze_steps`."""
+    base = lr_multiplier(schedule, max_steps)
+
+    def frozen_factor(step: int) -> float:
+        return 0.0 if step < freeze_steps else base(step)
+
+    return [frozen_factor if group.get("frozen") else base for group in groups]

@@ -10,13 +10,21 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from training import exitcodes
 from training.config import ResolvedJob
 from training.data.sources import DataError
+
+if TYPE_CHECKING:
+    from training.checkpoint.manager import CheckpointManager
+    from training.distributed import WorkerInfo
+    from training.tasks import Task
+    from training.tracking import Tracker
 
 log = logging.getLogger("training.run")
 
@@ -42,41 +50,81 @@ def job_root(job: ResolvedJob) -> Path:
     return Path(job.training.checkpoint.uri.removeprefix("file://")) / job.name
 
 
-def train(job: ResolvedJob) -> int:
-    """Build data, model and engine, run the loop, and return the process exit code."""
+@dataclass
+class TrainContext:
+    """What a user's `training.entrypoint` function receives: dlaunch's whole set-up, ready to use."""
+
+    job: ResolvedJob
+    worker: "WorkerInfo"
+    job_root: Path
+    checkpoints: "CheckpointManager"
+    tracker: "Tracker"
+
+    @property
+    def deepspeed_config(self) -> dict[str, Any]:
+        from training.engine.deepspeed import deepspeed_config
+
+        return deepspeed_config(self.job.training, self.job.layout)
+
+    def make_task(self) -> "Task":
+        from training.tasks import make_task
+
+        return make_task(self.job, self.worker, self.job_root)
+
+    def initialize(self, model: Any) -> Any:
+        """A DeepSpeed engine around `model` with the spec's optimizer, schedule and ZeRO layout."""
+        from training.engine.deepspeed import initialize
+
+        return initialize(model, self.job.training, self.job.layout)[0]
+
+
+def make_context(job: ResolvedJob) -> TrainContext:
     from training.checkpoint.manager import CheckpointManager
     from training.distributed import init_distributed
-    from training.engine.deepspeed import initialize
-    from training.lm_task import build_model, load_lm_data
-    from training.loop import Trainer
     from training.tracking import Tracker
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local or s3:// paths, never a hub
     worker = init_distributed()
     root = job_root(job)
-    data = load_lm_data(job, worker, root)
-    model = build_model(job, data.vocab_size)
-    engine, _ = initialize(model, job.training, job.layout)
     stopping = job.training.eval.early_stopping
     manager = CheckpointManager(str(root / "checkpoints"), worker.rank, worker.world,
                                 job.training.checkpoint.keep_last, job.training.checkpoint.keep_best,
                                 stopping.mode if stopping else "min")
-    tracker = Tracker(job.run_dir, enabled=worker.is_main)
-    trainer = Trainer(job, worker, engine, data.train, data.validation, manager, tracker)
+    return TrainContext(job, worker, root, manager, Tracker(job.run_dir, enabled=worker.is_main))
+
+
+def start_tracking(ctx: TrainContext) -> str | None:
+    """Start W&B on rank 0, continuing the run recorded in the newest checkpoint."""
+    if not ctx.worker.is_main:
+        return None
+    latest = ctx.checkpoints.latest()
+    tracking = ctx.job.training.tracking
+    return ctx.tracker.start_wandb(tracking.wandb, ctx.job.name, latest.manifest.get("wandb_run_id") if latest else None,
+                                   ctx.job.model_dump(mode="json", by_alias=True), ctx.job.run_dir,
+                                   tensorboard=tracking.tensorboard)
+
+
+def train(job: ResolvedJob) -> int:
+    """Build task, model and engine, run the loop, and return the process exit code."""
+    from training.imports import load_object
+    from training.loop import Trainer
+
+    ctx = make_context(job)
+    if job.training.entrypoint:
+        user_main = load_object(job.training.entrypoint, "training.entrypoint")
+        return int(user_main(ctx) or 0)
+    task = ctx.make_task()
+    model = task.build_model()
+    engine = ctx.initialize(model)
+    trainer = Trainer(job, ctx.worker, engine, task, ctx.checkpoints, ctx.tracker)
     trainer.resume()
-    run_id = None
-    if worker.is_main:
-        latest = manager.latest()
-        run_id = tracker.start_wandb(job.training.tracking.wandb, job.name,
-                                     latest.manifest.get("wandb_run_id") if latest else None,
-                                     job.model_dump(mode="json", by_alias=True), job.run_dir)
-    trainer.extra["wandb_run_id"] = run_id
-    parameters = sum(p.numel() for p in model.parameters())
-    tracker.log("start", step=trainer.state.step, max_steps=job.training.max_steps, parameters=parameters,
-                world_size=worker.world, train_sequences=len(data.train), validation_sequences=len(data.validation))
+    trainer.extra["wandb_run_id"] = start_tracking(ctx)
+    ctx.tracker.log("start", step=trainer.state.step, max_steps=job.training.max_steps, world_size=ctx.worker.world,
+                    parameters=sum(p.numel() for p in model.parameters()), **task.describe())
     state = trainer.run()
-    tracker.log("end", step=state.step, reason=state.stop_reason or "max_steps")
-    tracker.summary({"final_step": state.step, "eval_loss": state.history.get("eval_loss", [None])[-1]})
-    tracker.finish()
+    ctx.tracker.log("end", step=state.step, reason=state.stop_reason or "max_steps", best=trainer.best_summary())
+    ctx.tracker.summary({"final_step": state.step, **trainer.best_summary()})
+    ctx.tracker.finish()
     return exitcodes.PREEMPTED if state.stop_reason == "preempted" else 0
 
 

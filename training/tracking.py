@@ -31,12 +31,18 @@ class Tracker:
         self.enabled = enabled
         self.path = Path(run_dir) / METRICS_FILE
         self._wandb: Any = None
+        self._tensorboard: Any = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def start_wandb(self, config: WandbConfig | None, name: str, run_id: str | None,
-                    job_config: dict[str, Any], run_dir: str) -> str | None:
-        """Start (or resume, given `run_id`) the W&B run; returns its id to store with checkpoints."""
+                    job_config: dict[str, Any], run_dir: str, tensorboard: bool = False) -> str | None:
+        """Start (or resume, given `run_id`) the W&B run; returns its id to store with checkpoints.
+        With `tensorboard`, scalars also go to `<run_dir>/tensorboard/`."""
+        if self.enabled and tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tensorboard = SummaryWriter(logdir=str(Path(run_dir) / "tensorboard"))
         if not self.enabled or config is None or wandb_mode(config) == "disabled":
             return None
         import wandb
@@ -57,11 +63,16 @@ class Tracker:
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
         print(f"[dlaunch] {line}", file=sys.stdout, flush=True)
-        if self._wandb is not None and "step" in fields:
-            numeric = {k: v for k, v in fields.items() if isinstance(v, (int, float)) and k != "step"}
-            if numeric:
-                prefix = "" if event == "train" else f"{event}/"
-                self._wandb.log({f"{prefix}{k}": v for k, v in numeric.items()}, step=fields["step"])
+        if "step" not in fields:
+            return
+        prefix = "train/" if event == "train" else f"{event}/"
+        numeric = {f"{prefix}{k}": v for k, v in fields.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "max_steps")}
+        if self._wandb is not None and numeric:
+            self._wandb.log(numeric, step=fields["step"])
+        if self._tensorboard is not None:
+            for key, value in numeric.items():
+                self._tensorboard.add_scalar(key, value, fields["step"])
 
     def summary(self, values: dict[str, Any]) -> None:
         if self._wandb is not None:
@@ -69,6 +80,9 @@ class Tracker:
                 self._wandb.summary[key] = value
 
     def finish(self, exit_code: int = 0) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
         if self._wandb is not None:
             self._wandb.finish(exit_code=exit_code)
             self._wandb = None

@@ -70,11 +70,13 @@ def run_local(spec, layout, runs_dir: str) -> int:  # type: ignore[no-untyped-de
 
 
 def print_outcome(console, view, run) -> None:  # type: ignore[no-untyped-def]
+    """The evaluation history as a table (best row marked), then where results are."""
     from launcher.progress import read_events
 
     summary = view.summary
     evals = [e for e in read_events(run.metrics_file) if e.get("event") == "eval"]
     if evals:
+        console.print(eval_table(evals, summary.end.get("best", {}) if summary.end else {}))
         first, final = evals[0], evals[-1]
         console.print(f"validation loss: first {first['eval_loss']:.4f} (step {first['step']}) -> "
                       f"final {final['eval_loss']:.4f} (step {final['step']})")
@@ -83,3 +85,20 @@ def print_outcome(console, view, run) -> None:  # type: ignore[no-untyped-def]
     if summary.checkpoints:
         console.print(f"last checkpoint: {summary.checkpoints[-1]}")
     console.print(f"metrics: {run.metrics_file}   logs: {run.log_dir}/")
+
+
+def eval_table(evals, best):  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    from launcher.progress import EVAL_LABELS
+
+    keys = [k for k in EVAL_LABELS if any(k in e for e in evals)]
+    table = Table(title="evaluations")
+    table.add_column("step", justify="right")
+    for key in keys:
+        table.add_column(EVAL_LABELS[key], justify="right")
+    table.add_column("")
+    for event in {e["step"]: e for e in evals}.values():
+        marker = "best" if event["step"] == best.get("best_step") else ""
+        table.add_row(str(event["step"]), *(f"{event[k]:.4f}" if k in event else "" for k in keys), marker)
+    return table

@@ -7,11 +7,13 @@ one document per line, taken from `text_field` (and `label_field` for classifica
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+CACHE_DIR = Path(os.environ.get("DLAUNCH_CACHE", Path.home() / ".cache" / "dlaunch"))
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".rst")
 JSONL_SUFFIXES = (".jsonl", ".json")
 
@@ -26,11 +28,35 @@ class Document:
     label: str | None = None
 
 
-def resolve_files(location: str) -> list[str]:
-    """Expand a file, directory (recursive) or glob into a sorted list of readable text files."""
+def fetch_s3_prefix(uri: str, endpoint_url: str | None = None) -> str:
+    """Download every object under an s3:// prefix (or one object) into the local cache, once."""
+    from training.checkpoint.errors import StorageError
+    from training.checkpoint.storage import join_uri, storage_for
+
+    storage = storage_for(uri, endpoint_url=endpoint_url)
+    target = CACHE_DIR / "data" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    try:
+        if storage.isfile(uri):
+            local = target / uri.rstrip("/").rsplit("/", 1)[-1]
+            if not local.is_file():
+                storage.download_file(uri, local)
+            return str(local)
+        keys = storage.list(uri)
+        for key in keys:
+            if _is_data_file(key) and not (target / key).is_file():
+                storage.download_file(join_uri(uri, key), target / key)
+    except StorageError as exc:
+        raise DataError(f"{uri}: {exc}") from exc
+    return str(target)
+
+
+def resolve_files(location: str, endpoint_url: str | None = None) -> list[str]:
+    """Expand a file, directory (recursive), glob or s3:// prefix into a sorted list of text files."""
     path = location.removeprefix("file://")
-    if "://" in path:
-        raise DataError(f"{location}: only local paths are supported for data in this version")
+    if path.startswith("s3://"):
+        path = fetch_s3_prefix(path, endpoint_url)
+    elif "://" in path:
+        raise DataError(f"{location}: data must be a local path, file:// or s3:// URI")
     if glob.has_magic(path):
         candidates = glob.glob(path, recursive=True)
     elif os.path.isdir(path):
@@ -76,10 +102,11 @@ def _jsonl_documents(path: str, text_field: str, label_field: str | None) -> lis
     return docs
 
 
-def read_documents(location: str, text_field: str = "text", label_field: str | None = None) -> list[Document]:
+def read_documents(location: str, text_field: str = "text", label_field: str | None = None,
+                   endpoint_url: str | None = None) -> list[Document]:
     """All documents at `location`, in a deterministic order."""
     documents: list[Document] = []
-    for path in resolve_files(location):
+    for path in resolve_files(location, endpoint_url):
         if path.lower().endswith(JSONL_SUFFIXES):
             documents.extend(_jsonl_documents(path, text_field, label_field))
         else:

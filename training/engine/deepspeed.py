@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from training.config import BatchLayout, TrainingConfig
-from training.optim import build_optimizer, lr_multiplier
+from training.optim import build_optimizer, group_multipliers
 
 if TYPE_CHECKING:
     import torch
@@ -55,16 +55,23 @@ def deepspeed_config(training: TrainingConfig, layout: BatchLayout) -> dict[str,
 
 
 def initialize(model: "torch.nn.Module", training: TrainingConfig, layout: BatchLayout) -> Any:
-    """Wrap `model` in a DeepSpeed engine with AdamW and the spec's lr schedule."""
+    """Wrap `model` in a DeepSpeed engine with AdamW and the spec's lr schedule.
+
+    With `model.freeze_backbone_steps`, parameters under `backbone.` train at lr 0 (AdamW's
+    decoupled decay is scaled by lr too, so they do not move) for that many steps.
+    """
     import deepspeed
     import torch
 
-    optimizer = build_optimizer(model, training.optimizer, offload=layout.offload_optimizer)
-    factor = lr_multiplier(training.schedule, training.max_steps)
+    freeze = training.model.freeze_backbone_steps
+    frozen_prefix = "backbone." if freeze else None
+    optimizer = build_optimizer(model, training.optimizer, offload=layout.offload_optimizer,
+                                frozen_prefix=frozen_prefix)
+    factors = group_multipliers(optimizer.param_groups, training.schedule, training.max_steps, freeze)
     engine, _, _, scheduler = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
-        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor),
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factors),
         config=deepspeed_config(training, layout),
     )
     return engine, scheduler

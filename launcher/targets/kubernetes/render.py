@@ -1,7 +1,9 @@
 """Kubernetes objects for a job: a pure function `render(spec, plan) -> list[dict]`.
 
 DeepSpeed: a ConfigMap with the resolved job JSON, a headless Service giving pod 0 a stable
-DNS name, and an Indexed Job whose pods run torchrun with c10d rendezvous at pod 0.
+DNS name, and an Indexed Job whose pods run the node agent (`training.agent`, torchrun that
+passes the workers' exit codes through) with c10d rendezvous at pod 0, exactly as the local
+target does.
 Ray: the same ConfigMap and a KubeRay `RayJob`. Same input, same output, byte for byte once
 serialised (`documents.py`); the Helm chart in `helm/dlaunch/` renders the same objects.
 """
@@ -15,11 +17,10 @@ from launcher.resolve import job_json, resolve_job
 from launcher.spec import JobSpec
 from launcher.targets.kubernetes.checks import check_renderable
 from launcher.targets.kubernetes.pods import (
-    COMPLETION_INDEX_LABEL, CONFIG_DIR, JOB_FILE, JOB_LABEL, QUEUE_LABEL, RUN_DIR, SPEC_HASH_ANNOTATION,
+    COMPLETION_INDEX_LABEL, JOB_FILE, JOB_LABEL, QUEUE_LABEL, RUN_DIR, SPEC_HASH_ANNOTATION,
     config_map_name, namespace_of, object_meta, render_container, render_job_container, render_pod_spec,
     render_pod_template, render_resources, render_volumes,
 )
-from launcher.targets.kubernetes.scripts import LAUNCH_NODE_SCRIPT, RUN_RANK_SCRIPT, SCRIPTS
 from training.config import BatchLayout
 from training.exitcodes import CONFIG_ERROR, PREEMPTED
 
@@ -28,6 +29,12 @@ RDZV_PORT = 29500
 # torch elastic c10d rendezvous settings, in seconds: joining waits for all pods to be
 # scheduled and pulled; reads of the store must survive a busy rank 0 at 1,024 nodes.
 RDZV_TIMEOUTS = {"join_timeout": 900, "last_call_timeout": 30, "close_timeout": 60, "read_timeout": 300}
+# Every DeepSpeed pod: wait until pod 0 is reachable (DNS catches up after the pod starts), then
+# become the node agent, so that it is PID 1 and receives SIGTERM itself. Its arguments are
+# torchrun's, in the container's `args`.
+NODE_STARTUP = ('python -m training.rendezvous_wait --host "$DLAUNCH_RDZV_HOST" --port "$DLAUNCH_RDZV_PORT" '
+                '--rank "$JOB_COMPLETION_INDEX" --timeout "$DLAUNCH_RDZV_WAIT_TIMEOUT" '
+                '&& exec python -m training.agent "$@"')
 RAY_ENTRYPOINT = f"python -m training.ray_entry {JOB_FILE}"
 # The Ray head runs GCS, the dashboard and the driver; it needs no GPU. The submitter pod only
 # runs `ray job submit` and follows the logs.
@@ -38,7 +45,8 @@ RAY_HEAD_PORTS = (("gcs-server", 6379), ("dashboard", 8265), ("client", 10001))
 Objects = list[dict[str, Any]]
 
 
-# The one place that knows what the planner returns: switch these two when `plan_job` lands.
+# The one place render meets the planner. `render` takes either a `BatchLayout` or a `Plan`
+# (`layout_of`), so moving to `plan_job(spec)` is a change to `plan_for_render` alone.
 def plan_for_render(spec: JobSpec) -> BatchLayout:
     """Plan the job for rendering."""
     return plan_batch(spec)
@@ -77,12 +85,9 @@ def resolved_job_json(spec: JobSpec, plan: Any) -> str:
 
 
 def render_configmap(spec: JobSpec, plan: Any) -> dict[str, Any]:
-    """The resolved job JSON every worker reads (and, for DeepSpeed, the pods' launch scripts)."""
-    data = {"job.json": resolved_job_json(spec, plan)}
-    if spec.backend == "deepspeed":
-        data.update(SCRIPTS)
+    """The resolved job JSON every worker reads."""
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": object_meta(spec, config_map_name(spec)),
-            "data": dict(sorted(data.items()))}
+            "data": {"job.json": resolved_job_json(spec, plan)}}
 
 
 def render_headless_service(spec: JobSpec) -> dict[str, Any]:
@@ -135,20 +140,19 @@ def render_indexed_job(spec: JobSpec) -> dict[str, Any]:
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
 
 
-def torchrun_command(spec: JobSpec) -> list[str]:
-    """The node agent: torchrun with c10d rendezvous at pod 0, each worker wrapped by run-rank.sh."""
+def agent_args(spec: JobSpec) -> list[str]:
+    """torchrun's arguments: c10d rendezvous at pod 0, node rank from the completion index."""
     conf = ",".join(f"{key}={value}" for key, value in RDZV_TIMEOUTS.items())
     return [
-        "torchrun", f"--nnodes={spec.resources.nodes}", f"--nproc-per-node={spec.resources.procs_per_node}",
+        f"--nnodes={spec.resources.nodes}", f"--nproc-per-node={spec.resources.procs_per_node}",
         "--node-rank=$(JOB_COMPLETION_INDEX)", "--rdzv-backend=c10d",
         f"--rdzv-endpoint={rendezvous_host(spec)}:{RDZV_PORT}", f"--rdzv-id={spec.name}", f"--rdzv-conf={conf}",
-        f"--max-restarts={spec.kubernetes.max_restarts}", "--no-python",
-        "/bin/sh", f"{CONFIG_DIR}/{RUN_RANK_SCRIPT}", "python", "-u", "-m", "training.run", JOB_FILE,
+        f"--max-restarts={spec.kubernetes.max_restarts}", "-m", "training.run", JOB_FILE,
     ]
 
 
 def torchrun_env(spec: JobSpec) -> list[dict[str, Any]]:
-    """What launch-node.sh reads; torch elastic gives workers the grace period to checkpoint."""
+    """What the start-up wait reads; torch elastic gives workers the grace period to checkpoint."""
     return [
         {"name": "DLAUNCH_RDZV_HOST", "value": rendezvous_host(spec)},
         {"name": "DLAUNCH_RDZV_PORT", "value": str(RDZV_PORT)},
@@ -158,11 +162,11 @@ def torchrun_env(spec: JobSpec) -> list[dict[str, Any]]:
 
 
 def render_torchrun_pod_template(spec: JobSpec) -> dict[str, Any]:
-    """A DeepSpeed node: launch-node.sh waits for pod 0, then runs torchrun with one worker per GPU."""
+    """A DeepSpeed node: wait for pod 0, then the node agent with one worker per GPU."""
     res = spec.resources
     worker = render_job_container(
         WORKER_CONTAINER, spec, torchrun_env(spec), render_resources(res.cpu, res.memory, res.gpus_per_node),
-        command=["/bin/sh", f"{CONFIG_DIR}/{LAUNCH_NODE_SCRIPT}"], args=torchrun_command(spec),
+        command=["/bin/sh", "-c", NODE_STARTUP, "dlaunch-node"], args=agent_args(spec),
         ports=[{"name": "c10d", "containerPort": RDZV_PORT, "protocol": "TCP"}],
     )
     pod_spec = render_pod_spec(spec, [worker], render_volumes(spec, res.shm), restartPolicy="Never",

@@ -1,0 +1,421 @@
+"""What `dlaunch status` and `dlaunch list` say about a job, from the objects the API returns.
+
+Pure functions of plain dicts (a Job or RayJob, its Pods, their Events): the job's phase, each
+rank's pod with its node and restarts, and in one line why a pod is pending or failing, read
+from conditions, container states and events (unschedulable, image pull, failed mount,
+OOMKilled, configuration errors). Also where the job's checkpoints are and the last committed
+step, read through the checkpoint storage of `training.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from launcher.targets.kubernetes.pods import COMPLETION_INDEX_LABEL, QUEUE_LABEL, SPEC_HASH_ANNOTATION
+from training.exitcodes import CONFIG_ERROR, PREEMPTED
+
+USER_LABEL = "dlaunch.dev/user"
+SUBMITTED_BY_ANNOTATION = "dlaunch.dev/submitted-by"
+RAY_NODE_TYPE_LABEL = "ray.io/node-type"
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
+# "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: ..."
+NODES_AVAILABLE = re.compile(r"^(\d+)/(\d+) nodes are available: (.*?)\.?(?:\s+preemption:.*)?$", re.DOTALL)
+MESSAGE_LIMIT = 200
+# `<checkpoint uri>/<job>/checkpoints/latest` holds `step-<N>`, rewritten only after step N committed.
+LATEST_FILE = "latest"
+LATEST_STEP = re.compile(r"^step-(\d+)$")
+
+Obj = dict[str, Any]
+
+
+# ----- the job ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobState:
+    """The job's phase (Pending, Queued, Running, Succeeded, Failed, Deleting) and why."""
+
+    phase: str
+    reason: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+    def describe(self) -> str:
+        return f"{self.phase} ({self.reason})" if self.reason else self.phase
+
+
+def _true_conditions(obj: Obj) -> dict[str, Obj]:
+    return {c["type"]: c for c in obj.get("status", {}).get("conditions") or [] if c.get("status") == "True"}
+
+
+def one_line(text: str | None) -> str:
+    """The first line of a message, cut to a readable length."""
+    first = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return first if len(first) <= MESSAGE_LIMIT else first[: MESSAGE_LIMIT - 3] + "..."
+
+
+def job_state(obj: Obj) -> JobState:
+    """The phase of a dlaunch job from its main object (an Indexed Job or a RayJob)."""
+    if obj.get("metadata", {}).get("deletionTimestamp"):
+        return JobState("Deleting")
+    if obj.get("kind") == "RayJob":
+        return ray_job_state(obj)
+    return indexed_job_state(obj)
+
+
+def indexed_job_state(job: Obj) -> JobState:
+    conditions, status = _true_conditions(job), job.get("status", {})
+    if "Failed" in conditions:
+        failed = conditions["Failed"]
+        return JobState("Failed", ": ".join(p for p in (failed.get("reason"), one_line(failed.get("message"))) if p))
+    if "Complete" in conditions:
+        return JobState("Succeeded")
+    if "Suspended" in conditions or job.get("spec", {}).get("suspend"):
+        queued = QUEUE_LABEL in (job.get("metadata", {}).get("labels") or {})
+        return JobState("Queued", "waiting for Kueue to admit it" if queued else "suspended")
+    ready, nodes = status.get("ready") or 0, node_count(job)
+    if ready:
+        return JobState("Running", f"{ready}/{nodes} pods ready")
+    return JobState("Pending", f"0/{nodes} pods ready")
+
+
+def ray_job_state(rayjob: Obj) -> JobState:
+    status = rayjob.get("status", {})
+    job, deployment = status.get("jobStatus", ""), status.get("jobDeploymentStatus", "")
+    if job == "SUCCEEDED":
+        return JobState("Succeeded")
+    if job in ("FAILED", "STOPPED") or deployment == "Failed":
+        reason = ": ".join(p for p in (status.get("reason"), one_line(status.get("message"))) if p)
+        return JobState("Failed", reason or f"Ray job {job.lower() or 'failed'}")
+    if deployment in ("Suspended", "Suspending") or rayjob.get("spec", {}).get("suspend"):
+        return JobState("Queued", "waiting for Kueue to admit it")
+    if job == "RUNNING":
+        return JobState("Running")
+    return JobState("Pending", deployment or "waiting for the Ray cluster")
+
+
+def node_count(obj: Obj) -> int:
+    """Nodes (= ranks) of the job: the Indexed Job's completions, or 1 head + the Ray workers."""
+    spec = obj.get("spec", {})
+    if obj.get("kind") == "RayJob":
+        groups = spec.get("rayClusterSpec", {}).get("workerGroupSpecs") or []
+        return 1 + sum(int(group.get("replicas") or 0) for group in groups)
+    return int(spec.get("completions") or spec.get("parallelism") or 1)
+
+
+def backend_of(obj: Obj) -> str:
+    return "ray" if obj.get("kind") == "RayJob" else "deepspeed"
+
+
+# ----- pods ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PodRow:
+    """One rank's newest pod; `restarts` counts container restarts and pod replacements."""
+
+    rank: int | None
+    name: str
+    phase: str
+    node: str
+    restarts: int
+    reason: str
+
+
+def pod_ranks(pods: list[Obj]) -> dict[str, int | None]:
+    """Rank of each pod: the completion index (DeepSpeed); head 0, workers 1.. by name (Ray)."""
+    ranks: dict[str, int | None] = {}
+    workers = sorted(p["metadata"]["name"] for p in pods
+                     if (p["metadata"].get("labels") or {}).get(RAY_NODE_TYPE_LABEL) == "worker")
+    for pod in pods:
+        labels, name = pod["metadata"].get("labels") or {}, pod["metadata"]["name"]
+        index = labels.get(COMPLETION_INDEX_LABEL) or (pod["metadata"].get("annotations") or {}).get(
+            COMPLETION_INDEX_LABEL)
+        if index is not None and str(index).isdigit():
+            ranks[name] = int(index)
+        elif labels.get(RAY_NODE_TYPE_LABEL) == "head":
+            ranks[name] = 0
+        else:
+            ranks[name] = workers.index(name) + 1 if name in workers else None
+    return ranks
+
+
+def _created(pod: Obj) -> tuple[str, str]:
+    return pod["metadata"].get("creationTimestamp") or "", pod["metadata"]["name"]
+
+
+def pods_by_rank(pods: list[Obj]) -> dict[int | None, list[Obj]]:
+    """Each rank's pods, oldest first (replacements of a failed pod come later)."""
+    ranks = pod_ranks(pods)
+    grouped: dict[int | None, list[Obj]] = {}
+    for pod in sorted(pods, key=_created):
+        grouped.setdefault(ranks[pod["metadata"]["name"]], []).append(pod)
+    return grouped
+
+
+def container_statuses(pod: Obj) -> list[Obj]:
+    status = pod.get("status", {})
+    return (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+
+
+def restarts_of(pod: Obj) -> int:
+    return sum(int(s.get("restartCount") or 0) for s in container_statuses(pod))
+
+
+def pod_phase(pod: Obj) -> str:
+    if pod["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    return pod.get("status", {}).get("phase") or "Pending"
+
+
+def terminated_reason(terminated: Obj) -> str:
+    """Why a container run ended, with the remedy for the common cases."""
+    code, reason = terminated.get("exitCode"), terminated.get("reason") or "Error"
+    if reason == "OOMKilled":
+        return f"OOMKilled (exit code {code}): the container needs more memory than resources.memory"
+    if code == CONFIG_ERROR:
+        return f"exit code {code}: configuration error (see dlaunch logs)"
+    if code == PREEMPTED:
+        return f"exit code {code}: stopped after checkpointing (preempted)"
+    return f"{reason} (exit code {code})"
+
+
+def container_problem(status: Obj) -> str:
+    """Why one container is not running well, or '' if it is."""
+    state, last = status.get("state") or {}, status.get("lastState") or {}
+    waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
+    reason, message = waiting.get("reason", ""), one_line(waiting.get("message"))
+    if reason in IMAGE_PULL_REASONS:
+        return f"image pull failed ({reason})" + (f": {message}" if message else "")
+    if reason == "CrashLoopBackOff":
+        return "CrashLoopBackOff: " + (terminated_reason(last["terminated"]) if "terminated" in last else "restarting")
+    if reason in CONFIG_REASONS:
+        return f"{reason}: {message}" if message else reason
+    if terminated and terminated.get("exitCode") not in (0, None):
+        return terminated_reason(terminated)
+    if status.get("restartCount") and "terminated" in last:
+        return f"restarted after {terminated_reason(last['terminated'])}"
+    return ""
+
+
+def scheduling_reason(condition: Obj) -> str:
+    """`PodScheduled=False` in one line: "unschedulable: 0/3 nodes: insufficient nvidia.com/gpu"."""
+    if condition.get("reason") == "SchedulingGated":
+        return "waiting for its scheduling gates to be removed"
+    message = (condition.get("message") or "").strip()
+    match = NODES_AVAILABLE.match(message)
+    if not match:
+        return f"unschedulable: {one_line(message) or condition.get('reason') or 'no reason given'}"
+    available, total, parts = match.groups()
+    reasons = []
+    for part in parts.split(", "):
+        count, _, text = part.strip().partition(" ")
+        if text.split(" ")[0].istitle():  # "Insufficient nvidia.com/gpu" -> "insufficient nvidia.com/gpu"
+            text = text[:1].lower() + text[1:]
+        reasons.append(text if count == total else f"{count} {text}")
+    return f"unschedulable: {available}/{total} nodes: {', '.join(reasons)}"
+
+
+def latest_warning(pod: Obj, events: list[Obj]) -> Obj | None:
+    """The pod's newest Warning event."""
+    name = pod["metadata"]["name"]
+    mine = [e for e in events if e.get("type") == "Warning" and (e.get("involvedObject") or {}).get("name") == name]
+
+    def when(event: Obj) -> str:
+        return event.get("lastTimestamp") or event.get("eventTime") or event["metadata"].get("creationTimestamp", "")
+    return max(mine, key=when) if mine else None
+
+
+def event_reason(event: Obj) -> str:
+    reason, message = event.get("reason", ""), one_line(event.get("message"))
+    if reason == "FailedMount":
+        return f"failed mount: {message}"
+    return f"{reason}: {message}" if message else reason
+
+
+def pod_reason(pod: Obj, events: list[Obj]) -> str:
+    """Why a pod is pending or failing, in one line ('' when it is fine)."""
+    phase = pod.get("status", {}).get("phase") or "Pending"
+    if phase == "Succeeded":
+        return ""
+    for status in container_statuses(pod):
+        if problem := container_problem(status):
+            return problem
+    scheduled = next((c for c in pod.get("status", {}).get("conditions") or [] if c.get("type") == "PodScheduled"),
+                     None)
+    if scheduled is not None and scheduled.get("status") == "False":
+        return scheduling_reason(scheduled)
+    warning = latest_warning(pod, events)
+    if warning is not None and phase != "Running":
+        return event_reason(warning)
+    waiting = next(((s.get("state") or {}).get("waiting", {}).get("reason") for s in container_statuses(pod)
+                    if (s.get("state") or {}).get("waiting")), None)
+    if waiting:
+        return waiting
+    if phase == "Failed":
+        status = pod.get("status", {})
+        return ": ".join(p for p in (status.get("reason"), one_line(status.get("message"))) if p) or "failed"
+    return ""
+
+
+def needs_events(pods: list[Obj]) -> bool:
+    """Events only explain pods still being set up; fetch them only then."""
+    return any(pod_phase(p) == "Pending" and not any(container_problem(s) for s in container_statuses(p))
+               for p in pods)
+
+
+def pod_row(rank: int | None, pod: Obj, restarts: int, events: list[Obj]) -> PodRow:
+    return PodRow(rank, pod["metadata"]["name"], pod_phase(pod), pod.get("spec", {}).get("nodeName") or "-", restarts,
+                  pod_reason(pod, events))
+
+
+def pod_rows(pods: list[Obj], events: list[Obj]) -> list[PodRow]:
+    """One row per rank (its newest pod), ranks in order; pods with no rank (Ray's submitter) last."""
+    rows = []
+    for rank, group in pods_by_rank(pods).items():
+        if rank is None:
+            rows += [pod_row(None, pod, restarts_of(pod), events) for pod in group]
+        else:
+            rows.append(pod_row(rank, group[-1], restarts_of(group[-1]) + len(group) - 1, events))
+    return sorted(rows, key=lambda row: (row.rank is None, row.rank or 0, row.name))
+
+
+# ----- checkpoints --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """The last committed checkpoint step (None if none or unknown), where they live, and a word on it."""
+
+    step: int | None
+    location: str | None
+    detail: str
+
+    def summary(self) -> str:
+        if self.step is not None:
+            return f"last committed step {self.step} ({self.location})"
+        return f"{self.detail} ({self.location})" if self.location else self.detail
+
+
+def checkpoint_info(job_json: str, name: str) -> CheckpointInfo:
+    """From the resolved job JSON in the job's ConfigMap."""
+    try:
+        uri = json.loads(job_json)["training"]["checkpoint"]["uri"]
+    except (ValueError, KeyError, TypeError):
+        return CheckpointInfo(None, None, "unknown (the job's ConfigMap has no checkpoint settings)")
+    return checkpoint_info_for(uri, name)
+
+
+def checkpoint_info_for(uri: str, name: str) -> CheckpointInfo:
+    """Read `<uri>/<job>/checkpoints/latest`; never raises, says why instead."""
+    try:
+        from training.checkpoint.errors import CheckpointError, ObjectNotFoundError
+        from training.checkpoint.storage import join_uri, storage_for
+    except ImportError as exc:
+        return CheckpointInfo(None, None, f"unknown (checkpoint storage is not available here: {exc})")
+    try:
+        root = join_uri(uri, name, "checkpoints")
+        latest = storage_for(root).read_bytes(join_uri(root, LATEST_FILE)).decode("utf-8", "replace").strip()
+    except ObjectNotFoundError:
+        local = "://" not in uri or uri.startswith("file://")
+        hint = ", or not visible from here: a local path is read on this machine, not in the pods" if local else ""
+        return CheckpointInfo(None, join_uri(uri, name, "checkpoints"), f"no checkpoint yet{hint}")
+    except (CheckpointError, OSError) as exc:
+        return CheckpointInfo(None, uri, f"unknown: cannot read it from here ({one_line(str(exc))})")
+    match = LATEST_STEP.match(latest)
+    if match is None:
+        return CheckpointInfo(None, root, f"unknown: '{LATEST_FILE}' names {latest!r}, not a step")
+    step = int(match.group(1))
+    return CheckpointInfo(step, root, f"step {step}")
+
+
+# ----- the whole picture ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobStatus:
+    name: str
+    namespace: str
+    backend: str
+    state: JobState
+    pods: list[PodRow]
+    checkpoint: CheckpointInfo
+    spec_hash: str | None
+
+    def headline(self) -> str:
+        """One line: the job, its phase, and the first pod problem if it is not finished."""
+        line = f"job {self.name} ({self.backend}, namespace {self.namespace}): {self.state.describe()}"
+        troubled = [row for row in self.pods if row.reason]
+        if troubled and not self.state.terminal:
+            first = troubled[0]
+            who = f"rank {first.rank}" if first.rank is not None else first.name
+            more = f" (and {len(troubled) - 1} more pods)" if len(troubled) > 1 else ""
+            line += f"; {who}: {first.reason}{more}"
+        return line
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "namespace": self.namespace, "backend": self.backend,
+                "phase": self.state.phase, "reason": self.state.reason, "spec_hash": self.spec_hash,
+                "checkpoint": asdict(self.checkpoint), "pods": [asdict(row) for row in self.pods]}
+
+
+def job_status(obj: Obj, pods: list[Obj], events: list[Obj], checkpoint: CheckpointInfo) -> JobStatus:
+    meta = obj["metadata"]
+    return JobStatus(meta["name"], meta.get("namespace", ""), backend_of(obj), job_state(obj),
+                     pod_rows(pods, events), checkpoint, (meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION))
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns, two spaces apart; trailing blanks stripped."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+             for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def format_status(status: JobStatus) -> str:
+    """What `dlaunch status` prints."""
+    rows = [[str(r.rank) if r.rank is not None else "-", r.name, r.phase, r.node, str(r.restarts), r.reason]
+            for r in status.pods]
+    pods = table(["RANK", "POD", "PHASE", "NODE", "RESTARTS", "REASON"], rows) if rows else "no pods yet"
+    return f"{status.headline()}\ncheckpoints: {status.checkpoint.summary()}\n{pods}"
+
+
+# ----- lists ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobSummary:
+    name: str
+    backend: str
+    phase: str
+    reason: str
+    nodes: int
+    created: str
+    submitted_by: str
+
+
+def job_summary(obj: Obj) -> JobSummary:
+    meta, state = obj["metadata"], job_state(obj)
+    return JobSummary(meta["name"], backend_of(obj), state.phase, state.reason, node_count(obj),
+                      meta.get("creationTimestamp", ""), (meta.get("annotations") or {}).get(SUBMITTED_BY_ANNOTATION,
+                                                                                             ""))
+
+
+def age(timestamp: str, now: dt.datetime | None = None) -> str:
+    """`2024-05-01T10:00:00Z` -> `3h` (like kubectl's AGE column)."""
+    try:
+        then = dt.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return "?"
+    seconds = int(((now or dt.datetime.now(dt.timezone.utc)) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def format_job_list(jobs: list[JobSummary], namespace: str) -> str:
+    """What `dlaunch list` prints."""
+    if not jobs:
+        return f"no dlaunch jobs in namespace {namespace}"
+    rows = [[j.name, j.backend, j.phase, str(j.nodes), age(j.created), j.submitted_by] for j in jobs]
+    return table(["NAME", "BACKEND", "PHASE", "NODES", "AGE", "SUBMITTED BY"], rows)
