@@ -23,11 +23,11 @@ tests compare against instantiated models), other models on the meta device.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from launcher.errors import PlanError
@@ -37,8 +37,8 @@ from launcher.spec import JobSpec
 from training.config import BatchLayout, ModelConfig, TrainingConfig
 from training.models.presets import PRESETS
 
-# Without a memory limit, prefer micro-batches no larger than this when the spec leaves it open;
-# with one, the planner first looks for a stage where a micro-batch this large fits.
+# Without a memory limit, prefer micro-batches no larger than this when the spec leaves it open
+# (with one, the largest micro-batch that fits is chosen).
 DEFAULT_MAX_MICRO = 8
 HEADROOM = 0.10
 RUNTIME_OVERHEAD = 1 * GiB
@@ -105,12 +105,16 @@ _GPT2_SHAPELESS = frozenset({
 
 
 def planned_vocab_size(training: TrainingConfig) -> int | None:
-    """The vocabulary a preset is built with: the size of the BPE tokenizer the worker trains.
+    """The vocabulary a causal LM without a pretrained directory is built with (preset or factory).
 
-    It is an upper bound (BPE on a small corpus may stop short of it). Pretrained models and
-    factories bring their own vocabulary, so None.
+    The worker trains its own BPE tokenizer of `data.tokenizer_vocab_size` tokens and builds the
+    model with that vocabulary; it is an upper bound, since BPE on a small corpus may stop short.
+    Pretrained models and classifiers bring their own vocabulary, so None.
     """
-    return training.data.tokenizer_vocab_size if training.model.preset else None
+    model = training.model
+    if model.type == "causal-lm" and model.pretrained is None:
+        return training.data.tokenizer_vocab_size
+    return None
 
 
 def preset_kwargs(name: str, vocab_size: int | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -178,56 +182,54 @@ def _preset_shape(model: ModelConfig, vocab_size: int | None) -> ModelShape:
         count, shapeless, defaults = _ANALYTIC[config_class]
         if set(kwargs) <= shapeless | set(defaults):
             return count(kwargs, _num_labels(model), source)
-
-    def build_config() -> Any:
-        from training.models.build import preset_config
-
-        return preset_config(model.preset, vocab_size, model.overrides)
-
-    return _transformers_shape(build_config, model, source)
+    return _meta_shape(lambda: _build_preset(model, vocab_size), model, source)
 
 
-def _transformers_shape(build_config: Callable[[], Any], model: ModelConfig, source: str) -> ModelShape:
-    """Count a `transformers` model on the meta device: exact, and no memory is allocated."""
-    import transformers
+def _build_preset(model: ModelConfig, vocab_size: int | None) -> Any:
+    """The preset as the worker builds it (a causal LM), or with a classification head."""
+    from training.models.build import build_causal_lm, preset_config
 
-    config = build_config()
-    num_labels = _num_labels(model)
-    if num_labels:
-        config.num_labels = num_labels
-        auto = transformers.AutoModelForSequenceClassification
-    else:
-        auto = transformers.AutoModelForCausalLM
-    parameters, largest = meta_counts(lambda: auto.from_config(config))
-    return shape_from_config(config.to_dict(), parameters, largest, source, classifier=bool(num_labels))
+    if not _num_labels(model):
+        return build_causal_lm(model, vocab_size=vocab_size)
+    from transformers import AutoModelForSequenceClassification
+
+    assert model.preset is not None
+    config = preset_config(model.preset, vocab_size, model.overrides)
+    config.num_labels = model.num_labels
+    return AutoModelForSequenceClassification.from_config(config)
 
 
-def meta_counts(build: Callable[[], Any]) -> tuple[int, int]:
-    """(parameters, largest layer) of the module `build()` returns, built on the meta device.
+def _meta_shape(build: Callable[[], Any], model: ModelConfig, source: str) -> ModelShape:
+    """Count the module `build()` returns on the meta device; a transformers config yields its dimensions."""
+    module = meta_module(build)
+    parameters, largest = parameter_counts(module)
+    config = getattr(module, "config", None)
+    if config is None:
+        config = getattr(getattr(module, "backbone", None), "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        return ModelShape(parameters=parameters, largest_layer=largest, source=source)
+    return shape_from_config(config.to_dict(), parameters, largest, source, classifier=bool(_num_labels(model)))
 
-    Shared (tied) parameters are counted once, as `nn.Module.parameters()` yields them once.
-    """
+
+def meta_module(build: Callable[[], Any]) -> Any:
+    """The module `build()` returns (or the module inside a returned tuple), built on the meta device."""
     import torch
 
     with torch.device("meta"):
         built = build()
-    module = _as_module(built)
+    if isinstance(built, torch.nn.Module):
+        return built
+    for item in built if isinstance(built, (tuple, list)) else ():
+        if isinstance(item, torch.nn.Module):
+            return item
+    raise TypeError(f"expected a torch.nn.Module (or a tuple holding one), got {type(built).__name__}")
+
+
+def parameter_counts(module: Any) -> tuple[int, int]:
+    """(parameters, largest layer) of a module; shared (tied) parameters count once, as in `parameters()`."""
     parameters = sum(p.numel() for p in module.parameters())
     largest = max((sum(p.numel() for p in m.parameters(recurse=False)) for m in module.modules()), default=0)
     return parameters, largest
-
-
-def _as_module(built: Any) -> Any:
-    """A factory may return the module or `(module, loss, ...)`; find the module."""
-    import torch
-
-    if isinstance(built, torch.nn.Module):
-        return built
-    if isinstance(built, (tuple, list)):
-        for item in built:
-            if isinstance(item, torch.nn.Module):
-                return item
-    raise TypeError(f"expected a torch.nn.Module (or a tuple holding one), got {type(built).__name__}")
 
 
 def _first(config: dict[str, Any], *keys: str) -> Any:
@@ -269,69 +271,61 @@ def read_pretrained_config(uri: str) -> dict[str, Any]:
         raise PlanError(f"training.model.pretrained: {where} is not valid JSON ({e})") from e
 
 
+def _build_pretrained(directory: Path, model: ModelConfig) -> Any:
+    """The network the worker builds from a pretrained directory, from its config alone (no weights).
+
+    Causal LMs are `AutoModelForCausalLM`; classifiers are dlaunch's own backbone + head.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if model.type == "sequence-classification":
+        from training.models.classifier import build_classifier
+
+        assert model.num_labels is not None
+        return build_classifier(directory, model.num_labels, model.overrides, pretrained=False)
+    return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(directory, **model.overrides))
+
+
 def _pretrained_shape(model: ModelConfig) -> ModelShape:
+    """Read only `config.json` (local or s3://) and count the model it describes on the meta device."""
+    import tempfile
+
     assert model.pretrained is not None
-    config_dict = read_pretrained_config(model.pretrained)
-
-    def build_config() -> Any:
-        import transformers
-
-        values = dict(config_dict)
-        model_type = values.pop("model_type", None)
-        if not model_type:
-            raise PlanError(f"training.model.pretrained: {model.pretrained}/config.json has no model_type; "
-                            "save the model with transformers' save_pretrained")
+    config = read_pretrained_config(model.pretrained)
+    with tempfile.TemporaryDirectory(prefix="dlaunch-plan-") as tmp:
+        (Path(tmp) / "config.json").write_text(json.dumps(config), encoding="utf-8")
         try:
-            return transformers.AutoConfig.for_model(model_type, **values)
-        except ValueError as e:
-            raise PlanError(f"training.model.pretrained: model_type '{model_type}' is unknown to the installed "
-                            f"transformers ({e})") from e
-
-    return _transformers_shape(build_config, model, f"pretrained {model.pretrained}")
+            return _meta_shape(lambda: _build_pretrained(Path(tmp), model), model, f"pretrained {model.pretrained}")
+        except (ValueError, KeyError, OSError) as e:
+            raise PlanError(f"training.model.pretrained: cannot build the model described by {model.pretrained}"
+                            f"/config.json ({type(e).__name__}: {e}); is it a transformers model directory?") from e
 
 
-def _call_factory(function: Callable[..., Any], model: ModelConfig) -> Any:
-    """Factories take the `training.model` section if they accept an argument, else nothing."""
-    takes_argument = any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-                         for p in inspect.signature(function).parameters.values())
-    return function(model) if takes_argument else function()
-
-
-def _factory_shape(model: ModelConfig) -> ModelShape:
-    import importlib
+def _factory_shape(model: ModelConfig, vocab_size: int | None) -> ModelShape:
+    """Call the user's factory as the worker does, `factory(model, vocab_size=...)`, on the meta device."""
+    from training.imports import load_object
 
     assert model.factory is not None
-    module_name, _, attribute = model.factory.partition(":")
     try:
-        function = getattr(importlib.import_module(module_name), attribute)
-        parameters, largest = meta_counts(lambda: _call_factory(function, model))
-    except (ImportError, AttributeError, TypeError, RuntimeError, NotImplementedError) as e:
+        function = load_object(model.factory, "training.model.factory")
+        return _meta_shape(lambda: function(model, vocab_size=vocab_size), model, f"factory {model.factory}")
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as e:
         raise PlanError(f"training.model.factory: could not build '{model.factory}' on the meta device to count its "
-                        f"parameters: {type(e).__name__}: {e}") from e
-    config = getattr(_safe_module(function, model), "config", None)
-    source = f"factory {model.factory}"
-    if config is not None and hasattr(config, "to_dict"):
-        return shape_from_config(config.to_dict(), parameters, largest, source, bool(_num_labels(model)))
-    return ModelShape(parameters=parameters, largest_layer=largest, source=source)
-
-
-def _safe_module(function: Callable[..., Any], model: ModelConfig) -> Any:
-    import torch
-
-    with torch.device("meta"):
-        return _as_module(_call_factory(function, model))
+                        f"parameters ({type(e).__name__}: {e}); it must be importable here and take "
+                        "(model_config, vocab_size=...)") from e
 
 
 def model_shape(model: ModelConfig, vocab_size: int | None = None) -> ModelShape:
     """Parameter count and dimensions of the network `model` describes, without allocating it.
 
-    `vocab_size` replaces a preset's vocabulary (as the worker does with its tokenizer's size).
+    `vocab_size` is what the worker passes: its tokenizer's size for presets and factories
+    (see `planned_vocab_size`); None keeps a preset's own vocabulary.
     """
     if model.preset is not None:
         return _preset_shape(model, vocab_size)
     if model.pretrained is not None:
         return _pretrained_shape(model)
-    return _factory_shape(model)
+    return _factory_shape(model, vocab_size)
 
 
 def count_parameters(model: ModelConfig, vocab_size: int | None = None) -> int:
@@ -363,10 +357,16 @@ class Option:
         return f"ZeRO-{self.stage}" + ("" if self.offload == "none" else f" + offload {self.offload}")
 
 
-# Every valid combination, cheapest (fastest) first: the order `stage: auto` tries them in.
-# Offloading the optimizer costs less than partitioning parameters (stage 3), and parameter
-# offload costs most; stage 1 + offload is never leaner than stage 2 + offload, so it comes after.
+# Every valid combination, in the table's order.
 OPTIONS: tuple[Option, ...] = (
+    Option(0), Option(1), Option(1, offload_optimizer=True), Option(2), Option(2, offload_optimizer=True),
+    Option(3), Option(3, offload_optimizer=True), Option(3, offload_params=True),
+    Option(3, offload_optimizer=True, offload_params=True),
+)
+# Cheapest (fastest) first: the order `stage: auto` tries them in. Partitioning costs less than
+# offloading, which moves the optimizer step to the CPU (DeepSpeed's own guidance: 0 > 1 > 2 >
+# 2 + offload > 3 > 3 + offload); stage 1 + offload is never leaner than stage 2 + offload.
+PREFERENCE: tuple[Option, ...] = (
     Option(0), Option(1), Option(2), Option(2, offload_optimizer=True), Option(1, offload_optimizer=True),
     Option(3), Option(3, offload_optimizer=True), Option(3, offload_params=True),
     Option(3, offload_optimizer=True, offload_params=True),
@@ -425,28 +425,33 @@ def _layer_bytes_per_token(shape: ModelShape, e: int) -> int:
 
 
 def _head_bytes_per_token(shape: ModelShape, e: int) -> int:
-    """Final norm and output-projection input, then fp32 logits, their gradient and its cast."""
+    """Final norm, the output projection's input, and the fp32 log-probabilities the loss keeps."""
     norm = (4 + e) * shape.hidden if shape.family == "gated" else e * shape.hidden
-    return norm + e * shape.hidden + shape.vocab * (4 + 4 + e)
+    return norm + e * shape.hidden + 4 * shape.vocab
 
 
-def activation_bytes(shape: ModelShape, micro: int, seq_len: int, precision: str, checkpointing: bool) -> int:
-    """Peak activation memory of one micro-batch on one device (0 when the architecture is unknown)."""
+def saved_activation_bytes(shape: ModelShape, micro: int, seq_len: int, precision: str,
+                           checkpointing: bool = False) -> int:
+    """What autograd holds when the forward pass of one micro-batch ends (0 for unknown architectures).
+
+    With activation checkpointing only each block's input is kept.
+    """
     if not shape.knows_activations:
         return 0
     e = ELEMENT_BYTES[precision]
-    tokens = micro * seq_len
-    layer = _layer_bytes_per_token(shape, e)
-    kept = shape.layers * (e * shape.hidden + layer) - layer * (shape.layers - 1) if checkpointing \
-        else shape.layers * layer
-    return tokens * (kept + _head_bytes_per_token(shape, e))
+    per_layer = e * shape.hidden if checkpointing else _layer_bytes_per_token(shape, e)
+    return micro * seq_len * (shape.layers * per_layer + _head_bytes_per_token(shape, e))
 
 
-def saved_activation_bytes(shape: ModelShape, micro: int, seq_len: int, precision: str) -> int:
-    """What autograd holds after the forward pass, without the logits' gradient (for measurement)."""
-    e = ELEMENT_BYTES[precision]
-    peak = activation_bytes(shape, micro, seq_len, precision, checkpointing=False)
-    return peak - micro * seq_len * shape.vocab * (4 + e)
+def activation_bytes(shape: ModelShape, micro: int, seq_len: int, precision: str, checkpointing: bool) -> int:
+    """Peak activation memory of one micro-batch: what the forward pass saved, plus, when backward
+    starts, the fp32 logits gradient and its cast, and with checkpointing one block recomputed."""
+    if not shape.knows_activations:
+        return 0
+    e, tokens = ELEMENT_BYTES[precision], micro * seq_len
+    recomputed = _layer_bytes_per_token(shape, e) if checkpointing else 0
+    return saved_activation_bytes(shape, micro, seq_len, precision, checkpointing) + tokens * (
+        recomputed + shape.vocab * (4 + e))
 
 
 @dataclass(frozen=True)
@@ -459,12 +464,18 @@ class DeepSpeedBuffers:
 
     @classmethod
     def from_training(cls, training: TrainingConfig) -> "DeepSpeedBuffers":
-        zero = training.deepspeed.get("zero_optimization") or {}
-        return cls(
-            reduce_bucket=int(zero.get("reduce_bucket_size", DS_REDUCE_BUCKET)),
-            prefetch_bucket=int(zero.get("stage3_prefetch_bucket_size", DS_PREFETCH_BUCKET)),
-            overlap_comm=bool(zero.get("overlap_comm", False)),
-        )
+        """DeepSpeed's defaults, or what the spec's raw `deepspeed.zero_optimization` block sets."""
+        zero = training.deepspeed.get("zero_optimization")
+        zero = zero if isinstance(zero, dict) else {}
+        try:
+            return cls(
+                reduce_bucket=int(zero.get("reduce_bucket_size", DS_REDUCE_BUCKET)),
+                prefetch_bucket=int(zero.get("stage3_prefetch_bucket_size", DS_PREFETCH_BUCKET)),
+                overlap_comm=bool(zero.get("overlap_comm", False)),
+            )
+        except (TypeError, ValueError) as e:
+            raise PlanError("training.deepspeed.zero_optimization: bucket sizes must be numbers of elements "
+                            f"({e})") from e
 
 
 def overhead_bytes(shape: ModelShape, option: Option, precision: str, buffers: DeepSpeedBuffers) -> int:
@@ -602,24 +613,17 @@ def _target_micro(per_rank: int) -> int:
 
 
 def choose(inputs: Inputs, scenario: Scenario) -> Choice | None:
-    """The cheapest option that fits, with the largest micro-batch that fits it; None if nothing does.
-
-    When the spec leaves micro open, an option that fits a micro-batch of up to DEFAULT_MAX_MICRO
-    beats a cheaper option that only fits a smaller one (accumulating tiny batches is slow).
-    """
+    """The first option (cheapest, in `scenario.options` order) that fits, with its largest micro-batch."""
     dp = inputs.data_parallel(scenario)
     if inputs.global_batch % dp:
         return None
     per_rank = inputs.global_batch // dp
     if scenario.micro and per_rank % scenario.micro:
         return None
-    passes = [scenario.micro or _target_micro(per_rank)] if not scenario.micro else [scenario.micro]
-    passes.append(1)
-    for minimum in passes:
-        for option in scenario.options:
-            micro = largest_fitting_micro(inputs, scenario, option)
-            if micro is not None and micro >= minimum:
-                return Choice(option, micro, per_rank // micro, dp, inputs.memory(scenario, option, micro))
+    for option in scenario.options:
+        micro = largest_fitting_micro(inputs, scenario, option)
+        if micro is not None:
+            return Choice(option, micro, per_rank // micro, dp, inputs.memory(scenario, option, micro))
     return None
 
 
@@ -637,23 +641,23 @@ class Change:
     scenario: Scenario
 
 
-def _zero_text(option: Option) -> str:
+def _zero_text(option: Option, stage_was_fixed: bool) -> str:
     parts = [f"stage: {option.stage}"]
     parts += [f"{k}: true" for k, on in (("offload_optimizer", option.offload_optimizer),
                                          ("offload_params", option.offload_params)) if on]
-    return "set training.zero to {" + ", ".join(parts) + "} (or stage: auto)"
+    return "set training.zero to {" + ", ".join(parts) + "}" + (" (or stage: auto)" if stage_was_fixed else "")
 
 
-def _lever_texts(inputs: Inputs, base: Scenario, scenario: Scenario, choice: Choice) -> list[str]:
+def _lever_texts(base: Scenario, scenario: Scenario, choice: Choice) -> list[str]:
     """Describe, field by field, how `scenario` differs from the spec."""
     texts = []
     if base.micro and not scenario.micro:
         texts.append(f"set training.batch.micro to {choice.micro} (or leave it out)")
     if scenario.options != base.options:
-        texts.append(_zero_text(choice.option))
+        texts.append(_zero_text(choice.option, stage_was_fixed=len(base.options) == 1))
     if base.check_host and not scenario.check_host:
         need = choice.memory.host_per_node / (1 - HEADROOM)
-        texts.append(f"raise resources.memory to at least {need / GiB:.0f}Gi per node (offloaded optimizer state)")
+        texts.append(f"raise resources.memory to at least {need / GiB:.0f}Gi per node (offloaded model states)")
     if scenario.nodes != base.nodes:
         texts.append(f"use resources.nodes: {scenario.nodes} (data-parallel size {choice.data_parallel})")
     if scenario.seq_len != base.seq_len:
@@ -664,3 +668,347 @@ def _lever_texts(inputs: Inputs, base: Scenario, scenario: Scenario, choice: Cho
     return texts
 
 
+@dataclass(frozen=True)
+class Lever:
+    """One kind of change the planner may suggest; `numeric` ones are searched over values."""
+
+    name: str
+    numeric: bool = False
+
+
+def _levers(inputs: Inputs, base: Scenario) -> list[Lever]:
+    """The changes worth trying, least disruptive first.
+
+    Activation checkpointing comes last because dlaunch's workers cannot turn it on yet.
+    """
+    levers = []
+    if base.micro:
+        levers.append(Lever("micro"))
+    if base.options != PREFERENCE:
+        levers.append(Lever("zero"))
+    if inputs.limits.host_bytes is not None:
+        levers.append(Lever("host"))
+    return levers + [Lever("nodes", numeric=True), Lever("seq", numeric=True), Lever("checkpointing")]
+
+
+def _switch(scenario: Scenario, lever: Lever) -> Scenario:
+    changes: dict[str, dict[str, Any]] = {
+        "micro": {"micro": None}, "zero": {"options": PREFERENCE}, "host": {"check_host": False},
+        "checkpointing": {"checkpointing": True},
+    }
+    return replace(scenario, **changes[lever.name])
+
+
+def _more_nodes(inputs: Inputs, scenario: Scenario) -> Iterator[Scenario]:
+    """Larger node counts that keep the global batch divisible by the data-parallel size."""
+    if inputs.global_batch % inputs.procs_per_node:
+        return
+    for nodes in divisors(inputs.global_batch // inputs.procs_per_node):
+        if nodes > scenario.nodes:
+            yield replace(scenario, nodes=nodes)
+
+
+def _shorter_sequence(inputs: Inputs, scenario: Scenario) -> Iterator[Scenario]:
+    """The longest sequence below the current one that fits (binary search in steps of SEQ_STEP)."""
+    step = SEQ_STEP if scenario.seq_len > SEQ_STEP else 8
+    low, high, best = 1, (scenario.seq_len - 1) // step, None
+    while low <= high:
+        mid = (low + high) // 2
+        if choose(inputs, replace(scenario, seq_len=mid * step)) is not None:
+            best, low = mid, mid + 1
+        else:
+            high = mid - 1
+    if best is not None:
+        yield replace(scenario, seq_len=best * step)
+
+
+def _try_change(inputs: Inputs, base: Scenario, combo: tuple[Lever, ...]) -> Change | None:
+    """Apply the switches in `combo`, search its numeric lever if any, and describe the result."""
+    scenario = base
+    for lever in combo:
+        if not lever.numeric:
+            scenario = _switch(scenario, lever)
+    numeric = next((lever.name for lever in combo if lever.numeric), None)
+    candidates: Iterator[Scenario] = iter([scenario])
+    if numeric == "nodes":
+        candidates = _more_nodes(inputs, scenario)
+    elif numeric == "seq":
+        candidates = _shorter_sequence(inputs, scenario)
+    for candidate in candidates:
+        choice = choose(inputs, candidate)
+        if choice is not None:
+            return Change(" and ".join(_lever_texts(base, candidate, choice)), choice, candidate)
+    return None
+
+
+def smallest_changes(inputs: Inputs, base: Scenario, limit: int = 3) -> list[Change]:
+    """Changes that make the job fit: only those touching the fewest settings, in preference order."""
+    levers = _levers(inputs, base)
+    found: list[Change] = []
+    for size in range(1, len(levers) + 1):
+        for combo in itertools.combinations(levers, size):
+            if sum(lever.numeric for lever in combo) > 1:
+                continue
+            change = _try_change(inputs, base, combo)
+            if change is not None:
+                found.append(change)
+            if len(found) == limit:
+                return found
+        if found:
+            return found
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionRow:
+    """One line of the plan's table: an option's memory per device at the table's micro-batch."""
+
+    option: Option
+    memory: Memory
+    fits: bool | None
+    max_micro: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.memory
+        return {
+            "model_states_bytes": m.states.device,
+            "parameters_bytes": m.states.parameters,
+            "gradients_bytes": m.states.gradients,
+            "optimizer_bytes": m.states.optimizer,
+            "activation_bytes": m.activations,
+            "activation_checkpointed_bytes": m.activations_checkpointed,
+            "overhead_bytes": m.overhead,
+            "step_transient_bytes": m.step_transient,
+            "total_bytes": m.device_total(),
+            "host_bytes_per_node": m.host_per_node,
+            "fits": self.fits,
+            "max_micro": self.max_micro,
+        }
+
+
+@dataclass
+class Plan:
+    """The planner's answer: model size, memory per device for every option, and the chosen layout.
+
+    `layout` is None only from `estimate_job` when nothing fits; `problem` then says why and
+    `changes` lists the smallest changes that would fit.
+    """
+
+    parameters: int
+    model: str
+    precision: str
+    seq_len: int
+    micro: int  # the micro-batch the table is computed at
+    limits: Limits
+    rows: list[OptionRow]
+    layout: BatchLayout | None
+    reason: str
+    chosen_memory: Memory | None = None
+    notes: list[str] = field(default_factory=list)
+    problem: str | None = None
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def memory_checked(self) -> bool:
+        return self.limits.device_bytes is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: parameters, `stages` "0".."3" (bytes per device), `chosen`, notes."""
+        stages: dict[str, dict[str, Any]] = {str(s): {} for s in range(4)}
+        for row in self.rows:
+            entry = stages[str(row.option.stage)]
+            if row.option.offload == "none":
+                entry.update(row.to_json())
+            else:
+                entry.setdefault("offload", {})[row.option.offload] = row.to_json()
+        return {
+            "parameters": self.parameters, "model": self.model, "precision": self.precision,
+            "seq_len": self.seq_len, "micro": self.micro, "device": self.limits.device,
+            "device_memory_bytes": self.limits.device_bytes, "usable_device_bytes": self.limits.usable_device,
+            "host_memory_bytes": self.limits.host_bytes, "headroom": HEADROOM,
+            "stages": stages, "chosen": self._chosen_json(), "reason": self.reason, "notes": self.notes,
+            "problem": self.problem, "suggestions": [c.text for c in self.changes],
+        }
+
+    def _chosen_json(self) -> dict[str, Any] | None:
+        if self.layout is None:
+            return None
+        chosen: dict[str, Any] = {**self.layout.model_dump(), "global_batch": self.layout.global_batch}
+        if self.chosen_memory is not None:
+            chosen["total_bytes"] = self.chosen_memory.device_total()
+            chosen["host_bytes_per_node"] = self.chosen_memory.host_per_node
+        return chosen
+
+
+def _per_rank_batch(spec: JobSpec) -> int:
+    """Sequences per rank per step; errors name the field and the values that would work."""
+    batch, dp = spec.training.batch, spec.world_size
+    if batch.global_ % dp:
+        lower = batch.global_ // dp * dp
+        suggestion = f"{lower} or {lower + dp}" if lower else f"{dp}"
+        raise PlanError(
+            f"training.batch.global ({batch.global_}) must be divisible by the data-parallel size {dp} "
+            f"(nodes {spec.resources.nodes} x {spec.resources.procs_per_node} workers); try {suggestion}"
+        )
+    per_rank = batch.global_ // dp
+    if batch.micro is not None and per_rank % batch.micro:
+        valid = ", ".join(str(d) for d in divisors(per_rank))
+        raise PlanError(
+            f"training.batch.micro ({batch.micro}) must divide global / data-parallel = "
+            f"{batch.global_} / {dp} = {per_rank}; valid micro-batches: {valid}"
+        )
+    return per_rank
+
+
+def allowed_options(spec: JobSpec) -> tuple[Option, ...]:
+    """The spec's own option, or with `stage: auto` every option that keeps the offloads it asks for."""
+    zero = spec.training.zero
+    if zero.stage != "auto":
+        return (Option(int(zero.stage), zero.offload_optimizer, zero.offload_params),)
+    return tuple(o for o in PREFERENCE if (o.offload_optimizer or not zero.offload_optimizer)
+                 and (o.offload_params or not zero.offload_params))
+
+
+def job_inputs(spec: JobSpec) -> tuple[Inputs, Scenario]:
+    """What the planner knows about `spec`: fixed inputs and the scenario the spec asks for."""
+    training = spec.training
+    inputs = Inputs(
+        shape=model_shape(training.model, planned_vocab_size(training)), precision=training.precision,
+        global_batch=training.batch.global_, procs_per_node=spec.resources.procs_per_node,
+        limits=Limits.from_spec(spec), buffers=DeepSpeedBuffers.from_training(training),
+    )
+    base = Scenario(nodes=spec.resources.nodes, seq_len=training.data.seq_len, micro=training.batch.micro,
+                    options=allowed_options(spec))
+    return inputs, base
+
+
+def _rows(inputs: Inputs, scenario: Scenario, micro: int) -> list[OptionRow]:
+    rows = []
+    for option in OPTIONS:
+        memory = inputs.memory(scenario, option, micro)
+        fits = inputs.fits(scenario, memory)
+        best = largest_fitting_micro(inputs, replace(scenario, micro=None), option) if fits is not None else None
+        rows.append(OptionRow(option, memory, fits, best))
+    return rows
+
+
+def _layout(option: Option, micro: int, per_rank: int, dp: int) -> BatchLayout:
+    layout = BatchLayout(micro=micro, grad_accum=per_rank // micro, data_parallel=dp, zero_stage=option.stage,
+                         offload_optimizer=option.offload_optimizer, offload_params=option.offload_params)
+    assert layout.global_batch == per_rank * dp
+    return layout
+
+
+def _common_notes(inputs: Inputs, spec: JobSpec) -> list[str]:
+    notes = []
+    if spec.training.model.preset:
+        notes.append(f"vocabulary {planned_vocab_size(spec.training)} from training.data.tokenizer_vocab_size "
+                     "(the worker's own BPE tokenizer; at most this many tokens)")
+    if not inputs.shape.knows_activations:
+        notes.append("activation memory is unknown for this model (no transformers config); only model states "
+                     "and overhead are counted")
+    return notes
+
+
+def _unchecked_plan(spec: JobSpec, inputs: Inputs, base: Scenario, per_rank: int) -> Plan:
+    """No device memory known: lay out the batch only, with the spec's stage (auto becomes the first allowed)."""
+    option = base.options[0]
+    micro = base.micro or _target_micro(per_rank)
+    what = "CPU workers" if spec.resources.gpus_per_node == 0 else "no resources.gpu_type or gpu_memory_gb"
+    reason = f"{option.label} as set in training.zero.stage"
+    if spec.training.zero.stage == "auto":
+        reason = (f"stage auto chose {option.label}: device memory is unknown ({what}), so nothing needs "
+                  "partitioning; set resources.gpu_type or gpu_memory_gb to have the stage chosen by memory")
+    notes = [f"device memory not checked ({what}): batch layout only"] + _common_notes(inputs, spec)
+    return Plan(parameters=inputs.shape.parameters, model=inputs.shape.source, precision=inputs.precision,
+                seq_len=base.seq_len, micro=micro, limits=inputs.limits, rows=_rows(inputs, base, micro),
+                layout=_layout(option, micro, per_rank, inputs.data_parallel(base)), reason=reason,
+                chosen_memory=inputs.memory(base, option, micro), notes=notes)
+
+
+def _fitted_plan(spec: JobSpec, inputs: Inputs, base: Scenario, choice: Choice) -> Plan:
+    usable = inputs.limits.usable_device or 0
+    need = format_bytes(choice.memory.device_total())
+    if spec.training.zero.stage == "auto":
+        reason = (f"stage auto: {choice.option.label} is the cheapest option that fits "
+                  f"(micro-batch {choice.micro}: {need} of {format_bytes(usable)} usable per device)")
+    else:
+        reason = f"{choice.option.label} as set in training.zero (micro-batch {choice.micro}: {need} of " \
+                 f"{format_bytes(usable)} usable per device)"
+    notes = _common_notes(inputs, spec)
+    if choice.memory.host_per_node and inputs.limits.host_bytes is None:
+        notes.append(f"host memory not checked: offload needs {format_bytes(choice.memory.host_per_node)} per node; "
+                     "set resources.memory to check it")
+    per_rank = inputs.global_batch // choice.data_parallel
+    return Plan(parameters=inputs.shape.parameters, model=inputs.shape.source, precision=inputs.precision,
+                seq_len=base.seq_len, micro=choice.micro, limits=inputs.limits,
+                rows=_rows(inputs, base, choice.micro), layout=_layout(choice.option, choice.micro, per_rank,
+                                                                        choice.data_parallel),
+                reason=reason, chosen_memory=choice.memory, notes=notes)
+
+
+def _problem_text(spec: JobSpec, inputs: Inputs, base: Scenario, rows: list[OptionRow], micro: int,
+                  changes: list[Change]) -> str:
+    """What does not fit, by how much, and the smallest changes that would."""
+    allowed = [r for r in rows if r.option in base.options]
+    lean = min(allowed, key=lambda r: r.memory.device_total())
+    r, shape = spec.resources, inputs.shape
+    text = (f"{shape.source} ({shape.parameters:,} parameters, {inputs.precision}) does not fit on "
+            f"{r.nodes} node(s) x {r.procs_per_node} GPU(s) of {inputs.limits.device} "
+            f"({format_bytes(inputs.limits.usable_device or 0)} usable per device after {HEADROOM:.0%} headroom) "
+            f"at micro-batch {micro} and training.data.seq_len {base.seq_len}: the leanest allowed option, "
+            f"{lean.option.label}, needs {format_bytes(lean.memory.device_total())} per device")
+    host = inputs.limits.usable_host
+    if host is not None and lean.memory.host_per_node > host:
+        text += f" and {format_bytes(lean.memory.host_per_node)} of host memory per node ({format_bytes(host)} usable)"
+    if not changes:
+        return text + ("\n  no change of ZeRO stage, offload, nodes, sequence length or activation checkpointing "
+                       "fits; use devices with more memory (resources.gpu_type / gpu_memory_gb) or a smaller model")
+    lines = [f"{c.text} -> {c.choice.option.label}, micro-batch {c.choice.micro}: "
+             f"{format_bytes(c.choice.memory.device_total(c.scenario.checkpointing))} per device" for c in changes]
+    return text + "\n  smallest change: " + lines[0] + "".join(f"\n  or: {line}" for line in lines[1:])
+
+
+def _failed_plan(spec: JobSpec, inputs: Inputs, base: Scenario) -> Plan:
+    micro = base.micro or 1
+    rows = _rows(inputs, base, micro)
+    changes = smallest_changes(inputs, base)
+    return Plan(parameters=inputs.shape.parameters, model=inputs.shape.source, precision=inputs.precision,
+                seq_len=base.seq_len, micro=micro, limits=inputs.limits, rows=rows, layout=None,
+                reason="nothing fits", notes=_common_notes(inputs, spec),
+                problem=_problem_text(spec, inputs, base, rows, micro, changes), changes=changes)
+
+
+def estimate_job(spec: JobSpec) -> Plan:
+    """Plan `spec` without raising when nothing fits: `.layout` is then None and `.problem` says why.
+
+    Raises `PlanError` only for batches that cannot be split at all, or a model that cannot be read.
+    """
+    per_rank = _per_rank_batch(spec)
+    inputs, base = job_inputs(spec)
+    if inputs.limits.device_bytes is None:
+        return _unchecked_plan(spec, inputs, base, per_rank)
+    choice = choose(inputs, base)
+    if choice is None:
+        return _failed_plan(spec, inputs, base)
+    return _fitted_plan(spec, inputs, base, choice)
+
+
+def plan_job(spec: JobSpec) -> Plan:
+    """The plan `render` and `submit` use; raises `PlanError` (what does not fit + the smallest change)."""
+    plan = estimate_job(spec)
+    if plan.layout is None:
+        raise PlanError(plan.problem or "the job does not fit")
+    return plan
+
+
+def plan_batch(spec: JobSpec) -> BatchLayout:
+    """The chosen layout alone (micro, grad_accum, data-parallel size, ZeRO stage, offload)."""
+    layout = plan_job(spec).layout
+    assert layout is not None
+    return layout

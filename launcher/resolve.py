@@ -15,6 +15,8 @@ def resolve_job(spec: JobSpec, layout: BatchLayout, run_dir: str) -> ResolvedJob
         backend=spec.backend,
         nodes=spec.resources.nodes,
         procs_per_node=spec.resources.procs_per_node,
+        gpus_per_node=spec.resources.gpus_per_node,
+        max_restarts=spec.kubernetes.max_restarts,
         training=spec.training,
         layout=layout,
         run_dir=run_dir,

@@ -20,8 +20,6 @@ def unsupported_features(spec: JobSpec) -> list[str]:
     found = []
     if spec.target == "kubernetes":
         found.append("target: kubernetes is not supported yet (manifests and submission are being built)")
-    if spec.backend == "ray":
-        found.append("backend: ray is not supported yet (the Ray Train backend is being built)")
     for key in _uses_s3(spec):
         found.append(f"{key}: s3:// URIs are not supported yet (use a local path)")
     if t.compression is not None:

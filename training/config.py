@@ -286,6 +286,8 @@ class ResolvedJob(StrictModel):
     backend: Literal["deepspeed", "ray"]
     nodes: int = Field(ge=1)
     procs_per_node: int = Field(ge=1)
+    gpus_per_node: int = Field(default=0, ge=0)
+    max_restarts: int = Field(default=0, ge=0)
     training: TrainingConfig
     layout: BatchLayout
     run_dir: str
