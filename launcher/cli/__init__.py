@@ -18,6 +18,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("launcher.cli.plan", "Show how the batch is laid out across workers."),
     "render": ("launcher.cli.render", "Print the Kubernetes objects (or Helm values) a spec becomes."),
     "submit": ("launcher.cli.submit", "Run a job: on this machine or on a Kubernetes cluster."),
+    "status": ("launcher.cli.status", "Show a Kubernetes job's phase, its pods and its last checkpoint."),
+    "logs": ("launcher.cli.logs", "Print a Kubernetes job's logs (one rank or all; --follow)."),
+    "list": ("launcher.cli.list_jobs", "List your dlaunch jobs in a Kubernetes namespace."),
+    "cancel": ("launcher.cli.cancel", "Stop a Kubernetes job; its checkpoints are kept."),
+    "report": ("launcher.cli.report", "Plot a run's loss, learning rate and throughput as PNG files."),
 }
 
 

@@ -106,22 +106,41 @@ class RankFollower:
                     return
                 time.sleep(POLL_S)
                 continue
-            self.stream(run)
+            complete = self.stream(run)
             after = current_run(rank_pods(self.client, self.job, self.rank))
-            if after is None or after.key != run.key or not after.running:
-                self.finished.add(run.key)
+            if after is not None and after.key == run.key and after.running:
+                continue  # the stream dropped while the run goes on: reconnect
+            if not complete:
+                self.catch_up(run, previous=after is not None and after.pod == run.pod)
+            self.finished.add(run.key)
 
-    def stream(self, run: Run) -> None:
-        """Show one run's new lines; returns when it ends, the stream drops, or the pod is gone."""
+    def show(self, run: Run, line: str) -> None:
+        """Write a timestamped line unless it was shown already (streams are re-read after a drop)."""
+        stamp, text = split_timestamp(line)
+        if stamp > self.last_seen.get(run.key, ""):
+            self.last_seen[run.key] = stamp
+            self.write(self.prefix + text)
+
+    def stream(self, run: Run) -> bool:
+        """Show one run's new lines until it ends (True) or the stream drops (False)."""
         try:
             for line in self.client.pod_log(run.pod, follow=True):
-                stamp, text = split_timestamp(line)
-                if stamp <= self.last_seen.get(run.key, ""):
-                    continue
-                self.last_seen[run.key] = stamp
-                self.write(self.prefix + text)
+                self.show(run, line)
+        except cluster.LogStreamDropped:
+            return False
         except cluster.KubeRequestError as exc:
             if exc.status not in (400, 404):  # the container or pod went away between list and read
+                raise
+        return True
+
+    def catch_up(self, run: Run, previous: bool) -> None:
+        """The lines of an ended run that a dropped stream missed (from its pod's previous container
+        if the pod has restarted it since)."""
+        try:
+            for line in self.client.pod_log(run.pod, follow=False, previous=previous):
+                self.show(run, line)
+        except cluster.KubeRequestError as exc:
+            if exc.status not in (400, 404):  # its pod is gone, and its log with it
                 raise
 
 

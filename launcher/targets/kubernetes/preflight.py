@@ -257,17 +257,19 @@ def node_misfit(node: Obj, spec: JobSpec) -> tuple[str, str] | None:
 
 
 def fit_fixes(misfits: list[tuple[str, str]], most_gpus: int) -> str:
-    """The remedies for the kinds of misfit found, most specific first."""
+    """The remedies for the kinds of misfit found, in the order the nodes showed them."""
+    kinds = list(dict.fromkeys(kind for kind, _ in misfits))
     fixes = {
-        "gpu": (f"request at most {most_gpus} GPUs per node (resources.gpus_per_node)" if most_gpus
-                else f"add nodes that advertise {GPU_RESOURCE} (the NVIDIA device plugin)"),
         "taint": "tolerate the taint under kubernetes.tolerations",
         "selector": "fix kubernetes.node_selector",
         "cpu": "lower resources.cpu",
         "memory": "lower resources.memory",
     }
-    kinds = list(dict.fromkeys(kind for kind, _ in misfits))
-    return ", or ".join(fixes[kind] for kind in kinds)
+    if most_gpus:
+        fixes["gpu"] = f"request at most {most_gpus} GPUs per node (resources.gpus_per_node)"
+    elif kinds == ["gpu"]:
+        fixes["gpu"] = f"add nodes that advertise {GPU_RESOURCE} (the NVIDIA device plugin does)"
+    return ", or ".join(fixes[kind] for kind in kinds if kind in fixes)
 
 
 def check_node_fit(client: cluster.KubeClient, spec: JobSpec, findings: Findings) -> None:

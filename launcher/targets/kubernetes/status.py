@@ -302,14 +302,15 @@ class CheckpointInfo:
 def checkpoint_info(job_json: str, name: str) -> CheckpointInfo:
     """From the resolved job JSON in the job's ConfigMap."""
     try:
-        uri = json.loads(job_json)["training"]["checkpoint"]["uri"]
+        settings = json.loads(job_json)["training"]["checkpoint"]
+        uri, endpoint_url = settings["uri"], settings.get("endpoint_url")
     except (ValueError, KeyError, TypeError):
         return CheckpointInfo(None, None, "unknown (the job's ConfigMap has no checkpoint settings)")
-    return checkpoint_info_for(uri, name)
+    return checkpoint_info_for(uri, name, endpoint_url)
 
 
-def checkpoint_info_for(uri: str, name: str) -> CheckpointInfo:
-    """Read `<uri>/<job>/checkpoints/latest`; never raises, says why instead."""
+def checkpoint_info_for(uri: str, name: str, endpoint_url: str | None = None) -> CheckpointInfo:
+    """Read `<uri>/<job>/checkpoints/latest` (S3 at `endpoint_url` if given); never raises, says why instead."""
     try:
         from training.checkpoint.errors import CheckpointError, ObjectNotFoundError
         from training.checkpoint.storage import join_uri, storage_for
@@ -317,7 +318,10 @@ def checkpoint_info_for(uri: str, name: str) -> CheckpointInfo:
         return CheckpointInfo(None, None, f"unknown (checkpoint storage is not available here: {exc})")
     try:
         root = join_uri(uri, name, "checkpoints")
-        latest = storage_for(root).read_bytes(join_uri(root, LATEST_FILE)).decode("utf-8", "replace").strip()
+        storage = storage_for(root, endpoint_url=endpoint_url)
+        latest = storage.read_bytes(join_uri(root, LATEST_FILE)).decode("utf-8", "replace").strip()
+    except ImportError as exc:  # boto3, for s3://
+        return CheckpointInfo(None, uri, f"unknown: cannot read it from here ({exc})")
     except ObjectNotFoundError:
         local = "://" not in uri or uri.startswith("file://")
         hint = ", or not visible from here: a local path is read on this machine, not in the pods" if local else ""

@@ -1,0 +1,205 @@
+"""The real-cluster suite: dlaunch against Kubernetes on a local kind cluster.
+
+A kind cluster is created from `k8s/kind-cluster.yaml`, the worker image built and loaded into
+it, and the quickstart submitted as a 2-node CPU job and followed to success. Then a second
+run checkpoints to S3 (SeaweedFS on this machine, reached by the pods through the kind network),
+one of its pods is killed mid-run, and the job resumes from its last committed checkpoint.
+
+Needs Docker (a running engine) and kind; skips with the reason where either is missing (as on
+CI). Run it with `scripts/e2e_kind.sh` (`make e2e-kind`); tests/e2e/README.md has the details.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = os.environ.get("E2E_KIND_CLUSTER", "dlaunch-e2e")
+IMAGE = "dlaunch:dev"
+NAMESPACE = "dlaunch"
+S3_SECRET = "e2e-s3"
+CHECKPOINT_TIMEOUT_S = 1200
+JOB_TIMEOUT_S = 2400
+
+pytestmark = pytest.mark.timeout(3 * 3600)
+
+
+def missing_requirement() -> str | None:
+    """Why this machine cannot run the suite, or None if it can."""
+    if shutil.which("docker") is None:
+        return "docker is not installed (kind runs Kubernetes nodes as Docker containers)"
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return "no Docker engine answers (`docker info` failed)"
+    if shutil.which("kind") is None:
+        return "kind is not installed (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)"
+    return None
+
+
+def run(*command: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run a command from the repository root; fail the test with its output if it fails."""
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def build_image() -> None:
+    """The project's image plus the quickstart's training text, loaded into the kind nodes."""
+    if "E2E_IMAGE" in os.environ:
+        run("docker", "tag", os.environ["E2E_IMAGE"], IMAGE)
+    else:
+        run("docker", "build", "-t", "dlaunch:e2e-base", ".")
+        run("docker", "build", "-t", IMAGE, "--build-arg", "BASE=dlaunch:e2e-base", "-f",
+            "tests/e2e/Dockerfile.quickstart", "tests/e2e")
+    run("kind", "load", "docker-image", IMAGE, "--name", CLUSTER)
+
+
+@pytest.fixture(scope="module")
+def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A kind cluster from k8s/ with the image loaded and namespace `dlaunch`; $KUBECONFIG points at it."""
+    reason = missing_requirement()
+    if reason is not None:
+        pytest.skip(f"e2e: needs Docker and kind: {reason}")
+    kubeconfig = tmp_path_factory.mktemp("kind") / "kubeconfig"
+    existing = run("kind", "get", "clusters").stdout.split()
+    if CLUSTER not in existing:
+        run("kind", "create", "cluster", "--name", CLUSTER, "--config", "k8s/kind-cluster.yaml", "--wait", "300s")
+    run("kind", "export", "kubeconfig", "--name", CLUSTER, "--kubeconfig", str(kubeconfig))
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    try:
+        build_image()
+        apply_namespace()
+        yield kubeconfig
+    finally:
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+        if os.environ.get("E2E_KEEP_CLUSTER") != "1":
+            subprocess.run(["kind", "delete", "cluster", "--name", CLUSTER], cwd=REPO, capture_output=True)
+
+
+def apply_namespace() -> None:
+    from kubernetes import config, utils
+
+    client = config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    try:
+        utils.create_from_yaml(client, str(REPO / "k8s" / "namespace.yaml"))
+    except utils.FailToCreateError as exc:
+        if any(error.status != 409 for error in exc.api_exceptions):
+            raise
+
+
+def kind_gateway() -> str:
+    """The host's address on the `kind` Docker network: pods reach services on this machine there."""
+    networks = json.loads(run("docker", "network", "inspect", "kind").stdout)
+    gateways = [c.get("Gateway", "") for c in networks[0]["IPAM"]["Config"]]
+    return next(g for g in gateways if g.count(".") == 3)
+
+
+@pytest.fixture(scope="module")
+def s3(kind_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """SeaweedFS on this machine, listening where the pods can reach it; a Secret with its keys."""
+    from tests.s3server import SeaweedS3
+
+    gateway = kind_gateway()
+
+    class KindReachableS3(SeaweedS3):
+        @property
+        def endpoint_url(self) -> str:
+            return f"http://{gateway}:{self.ports['s3.port']}"
+
+        def command(self) -> list[str]:
+            return [{"-ip=127.0.0.1": f"-ip={gateway}", "-ip.bind=127.0.0.1": "-ip.bind=0.0.0.0"}.get(part, part)
+                    for part in super().command()]
+
+    with KindReachableS3.running(tmp_path_factory.mktemp("s3")) as server:
+        server.create_bucket("dlaunch-e2e")
+        create_s3_secret(server)
+        yield server
+
+
+def create_s3_secret(server: Any) -> None:
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=os.environ["KUBECONFIG"]))
+    env = server.env()
+    keys = {key: env[key] for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": S3_SECRET, "namespace": NAMESPACE},
+            "stringData": keys}
+    api.patch_namespaced_secret(S3_SECRET, NAMESPACE, body, field_manager="dlaunch-e2e", force=True,
+                                _content_type="application/apply-patch+yaml")
+
+
+def quickstart(**changes: Any) -> Any:
+    """examples/kind-quickstart.yaml as a JobSpec, with top-level sections updated by `changes`."""
+    from launcher.spec import load_spec_text
+
+    spec = yaml.safe_load((REPO / "examples" / "kind-quickstart.yaml").read_text())
+    for key, value in changes.items():
+        spec[key] = {**spec[key], **value} if isinstance(value, dict) else value
+    return load_spec_text(yaml.safe_dump(spec), "examples/kind-quickstart.yaml").spec
+
+
+def submit(spec: Any, **options: bool) -> int:
+    from launcher.targets.kubernetes.cluster import submit_to_cluster
+    from launcher.targets.kubernetes.render import plan_for_render, render
+
+    return submit_to_cluster(spec, render(spec, plan_for_render(spec)), context=None, namespace=None,
+                             dry_run_server=False, wait=options.get("wait", False),
+                             follow=options.get("follow", False), replace=True)
+
+
+def test_quickstart_runs_to_success_on_two_nodes(kind_cluster: Path) -> None:
+    from launcher.targets.kubernetes.cluster import KubernetesBackend
+
+    spec = quickstart()
+    assert submit(spec, follow=True) == 0
+    status = KubernetesBackend.connect(None, NAMESPACE).get_job(spec.name)
+    assert status.state.phase == "Succeeded"
+    assert [(row.rank, row.phase) for row in status.pods] == [(0, "Succeeded"), (1, "Succeeded")]
+
+
+def wait_for_checkpoint(spec: Any, env: dict[str, str]) -> int:
+    """Poll S3 until the job has committed a checkpoint; its step."""
+    from launcher.targets.kubernetes.status import checkpoint_info_for
+
+    deadline = time.monotonic() + CHECKPOINT_TIMEOUT_S
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        while time.monotonic() < deadline:
+            info = checkpoint_info_for(spec.training.checkpoint.uri, spec.name, spec.training.checkpoint.endpoint_url)
+            if info.step is not None:
+                return info.step
+            time.sleep(5)
+    pytest.fail(f"no checkpoint of {spec.name} after {CHECKPOINT_TIMEOUT_S} s")
+
+
+def test_a_killed_pod_and_the_job_resumes_from_its_checkpoint(kind_cluster: Path, s3: Any) -> None:
+    from launcher.targets.kubernetes.cluster import POD, KubernetesBackend
+
+    spec = quickstart(name="kind-resume", kubernetes={"max_restarts": 3, "secrets": {"s3": S3_SECRET}},
+                      training={"checkpoint": {"uri": "s3://dlaunch-e2e/runs", "every_steps": 25, "keep_last": 2}})
+    assert submit(spec) == 0
+    backend = KubernetesBackend.connect(None, NAMESPACE)
+    step = wait_for_checkpoint(spec, s3.env())
+    victim = next(row.name for row in backend.get_job(spec.name).pods if row.rank == 1)
+    assert backend.client.delete(POD, victim)
+    assert backend.wait_for_job_status(spec.name).phase == "Succeeded"
+    lines: list[str] = []
+    backend.get_job_logs(spec.name, rank=0, follow=False, write=lines.append)
+    resumed = [json.loads(line.removeprefix("[dlaunch] ")) for line in lines if '"event": "resume"' in line]
+    assert resumed and resumed[-1]["step"] >= step
+    assert next(row for row in backend.get_job(spec.name).pods if row.rank == 1).restarts >= 1
