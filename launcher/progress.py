@@ -17,7 +17,8 @@ EVAL_LABELS = {"eval_loss": "validation loss", "perplexity": "perplexity", "eval
 
 def format_metrics(event: dict[str, Any]) -> str:
     """'validation loss 2.3140  perplexity 10.1' from an eval event."""
-    return "  ".join(f"{label} {event[key]:.4f}" for key, label in EVAL_LABELS.items() if key in event)
+    return "  ".join(f"{label} {event[key]:.1f}" if key == "perplexity" else f"{label} {event[key]:.4f}"
+                     for key, label in EVAL_LABELS.items() if key in event)
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

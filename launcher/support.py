@@ -18,8 +18,6 @@ def unsupported_features(spec: JobSpec) -> list[str]:
     """Human-readable list of settings in `spec` that `submit` cannot run yet."""
     t = spec.training
     found = []
-    if spec.target == "kubernetes":
-        found.append("target: kubernetes is not supported yet (manifests and submission are being built)")
     for key in _uses_s3(spec):
         found.append(f"{key}: s3:// URIs are not supported yet (use a local path)")
     if t.compression is not None:

@@ -41,6 +41,10 @@ def init_distributed() -> WorkerInfo:
     import torch.distributed as dist
 
     device = select_accelerator()
+    if dist.is_initialized():  # Ray Train's TorchTrainer has already set up the group
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        return WorkerInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank,
+                          device=f"cuda:{local_rank}" if device == "cuda" else "cpu")
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))

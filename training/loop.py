@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,8 +56,10 @@ class Trainer:
     """Runs `max_steps` optimizer steps of a DeepSpeed engine over packed LM blocks."""
 
     def __init__(self, job: ResolvedJob, worker: WorkerInfo, engine: Any, task: Task,
-                 checkpoints: CheckpointManager, tracker: Tracker) -> None:
+                 checkpoints: CheckpointManager, tracker: Tracker,
+                 on_checkpoint: Callable[[int, dict[str, Any]], None] | None = None) -> None:
         self.job, self.worker, self.engine, self.task = job, worker, engine, task
+        self.on_checkpoint = on_checkpoint
         self.checkpoints, self.tracker = checkpoints, tracker
         layout = job.layout
         self.sampler = ResumableSampler(task.train_size, layout.global_batch, layout.micro, worker.rank,
@@ -118,6 +122,8 @@ class Trainer:
                  "early_stopping": self.early.state_dict() if self.early else None}
         path = self.checkpoints.save(self.engine, self.state.step, self.sampler.state_dict(), extra)
         self.tracker.log("checkpoint", step=self.state.step, path=str(path))
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self.state.step, {**extra, "path": str(path)})
 
     def resume(self) -> None:
         """Continue from the newest verified checkpoint, if there is one."""
@@ -138,10 +144,13 @@ class Trainer:
         self.tracker.log("resume", step=found.step, path=str(found.path))
 
     def _install_sigterm(self) -> None:
+        """SIGTERM (preemption) stops after the current step with a checkpoint. Only a process's
+        main thread can take signals; Ray Train runs the loop in a worker thread and handles them itself."""
         def on_sigterm(signum: int, frame: Any) -> None:
             self.state.preempted = True
 
-        signal.signal(signal.SIGTERM, on_sigterm)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_sigterm)
 
     def _preemption_agreed(self) -> bool:
         (votes,) = all_reduce_sum([1.0 if self.state.preempted else 0.0])

@@ -12,6 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -72,7 +73,12 @@ class TrainContext:
         return make_task(self.job, self.worker, self.job_root)
 
     def initialize(self, model: Any) -> Any:
-        """A DeepSpeed engine around `model` with the spec's optimizer, schedule and ZeRO layout."""
+        """An engine around `model` with the spec's optimizer, schedule and ZeRO layout: DeepSpeed,
+        or plain DDP on the Ray backend with `zero.stage: 0`."""
+        if self.job.backend == "ray" and self.job.layout.zero_stage == 0:
+            from training.engine.ddp import DDPEngine
+
+            return DDPEngine(model, self.job.training, self.job.layout, self.worker.device)
         from training.engine.deepspeed import initialize
 
         return initialize(model, self.job.training, self.job.layout)[0]
@@ -104,8 +110,9 @@ def start_tracking(ctx: TrainContext) -> str | None:
                                    tensorboard=tracking.tensorboard)
 
 
-def train(job: ResolvedJob) -> int:
-    """Build task, model and engine, run the loop, and return the process exit code."""
+def train(job: ResolvedJob, on_checkpoint: "Callable[[int, dict[str, Any]], None] | None" = None) -> int:
+    """Build task, model and engine, run the loop, and return the process exit code.
+    `on_checkpoint(step, manifest_extra)` runs on every rank after each committed save (Ray uses it)."""
     from training.imports import load_object
     from training.loop import Trainer
 
@@ -116,7 +123,7 @@ def train(job: ResolvedJob) -> int:
     task = ctx.make_task()
     model = task.build_model()
     engine = ctx.initialize(model)
-    trainer = Trainer(job, ctx.worker, engine, task, ctx.checkpoints, ctx.tracker)
+    trainer = Trainer(job, ctx.worker, engine, task, ctx.checkpoints, ctx.tracker, on_checkpoint)
     trainer.resume()
     trainer.extra["wandb_run_id"] = start_tracking(ctx)
     ctx.tracker.log("start", step=trainer.state.step, max_steps=job.training.max_steps, world_size=ctx.worker.world,

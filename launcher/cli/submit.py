@@ -14,10 +14,20 @@ POLL_S = 0.5
 
 @click.command("submit")
 @SPEC_ARGUMENT
-@click.option("--runs-dir", default="runs", show_default=True, help="Where local jobs keep logs, metrics and job.json.")
-def command(spec_file: str, runs_dir: str) -> int:
-    """Run the job in SPEC and follow it to the end; the exit code is the job's outcome."""
-    from launcher.plan import plan_batch
+@click.option("--dry-run", is_flag=True, help="Print exactly what would be sent (Kubernetes objects) or run "
+              "(job.json and commands); contact nothing, start nothing.")
+@click.option("--dry-run-server", is_flag=True, help="Kubernetes: pre-flight, then let the API server validate "
+              "every object (dryRun=All) without creating anything.")
+@click.option("--wait", is_flag=True, help="Kubernetes: stay until the job ends; the exit code is its outcome.")
+@click.option("--follow", is_flag=True, help="Kubernetes: like --wait, streaming rank 0's log.")
+@click.option("--replace", is_flag=True, help="Kubernetes: replace a running job whose spec changed.")
+@click.option("--context", help="Kubernetes: kubeconfig context [default: kubernetes.context, else current].")
+@click.option("-n", "--namespace", help="Kubernetes: namespace [default: kubernetes.namespace, else the context's].")
+@click.option("--runs-dir", default="runs", show_default=True, help="Local: where jobs keep logs, metrics, job.json.")
+def command(spec_file: str, dry_run: bool, dry_run_server: bool, wait: bool, follow: bool, replace: bool,
+            context: str | None, namespace: str | None, runs_dir: str) -> int:
+    """Run the job in SPEC: on this machine (followed to the end) or on a Kubernetes cluster."""
+    from launcher.plan import plan_job
     from launcher.spec import load_spec
     from launcher.support import unsupported_features
 
@@ -27,8 +37,34 @@ def command(spec_file: str, runs_dir: str) -> int:
     missing = unsupported_features(loaded.spec)
     if missing:
         raise NotSupportedYet("this spec is valid but cannot run yet:\n  " + "\n  ".join(missing))
-    layout = plan_batch(loaded.spec)
+    layout = plan_job(loaded.spec).layout  # refuses, with the smallest change, a job that cannot fit
+    if loaded.spec.target == "kubernetes":
+        return submit_kubernetes(loaded.spec, layout, dry_run=dry_run, dry_run_server=dry_run_server, wait=wait,
+                                 follow=follow, replace=replace, context=context, namespace=namespace)
+    if dry_run:
+        from launcher.targets import local
+
+        click.echo(local.dry_run_text(loaded.spec, layout, runs_dir))
+        return 0
     return run_local(loaded.spec, layout, runs_dir)
+
+
+def submit_kubernetes(spec, layout, *, dry_run: bool, dry_run_server: bool, wait: bool, follow: bool,  # type: ignore[no-untyped-def]
+                      replace: bool, context: str | None, namespace: str | None) -> int:
+    """Render the objects and print them (--dry-run) or send them to the cluster."""
+    from launcher.targets.kubernetes.documents import objects_to_yaml
+    from launcher.targets.kubernetes.render import render
+
+    if dry_run:
+        from launcher.targets.kubernetes.cluster import with_namespace
+
+        click.echo(objects_to_yaml(render(with_namespace(spec, namespace), layout)), nl=False)
+        return 0
+    from launcher.targets.kubernetes.cluster import submit_to_cluster, with_namespace
+
+    spec = with_namespace(spec, namespace)
+    return submit_to_cluster(spec, render(spec, layout), context=context, namespace=namespace,
+                             dry_run_server=dry_run_server, wait=wait, follow=follow, replace=replace)
 
 
 def run_local(spec, layout, runs_dir: str) -> int:  # type: ignore[no-untyped-def]

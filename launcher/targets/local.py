@@ -1,7 +1,9 @@
 """Run a job on this machine: `nodes` torchrun agents meeting through c10d rendezvous on loopback.
 
 Each agent plays one node, exactly as a pod would, and starts `procs_per_node` workers
-running `python -m training.run <run_dir>/job.json`. Worker output goes to
+running `python -m training.run <run_dir>/job.json`. With `backend: ray`, one driver
+(`python -m training.ray_entry`) starts a local Ray instance and `nodes x procs_per_node`
+Ray Train workers instead. Worker output goes to
 `runs/<name>/logs/rank-<r>.log`, agent output to `agent-<n>.log`; rank 0 appends metrics
 to `runs/<name>/metrics.jsonl`, which the progress display follows.
 """
@@ -62,6 +64,18 @@ def localize(spec: JobSpec) -> JobSpec:
     return spec.model_copy(update={"training": training})
 
 
+def dry_run_text(spec: JobSpec, layout: BatchLayout, runs_dir: str = RUNS_DIR) -> str:
+    """What `prepare` + `start_agents` would write and run, without touching anything."""
+    spec = localize(spec)
+    run = LocalRun(spec=spec, run_dir=Path(runs_dir).resolve() / spec.name,
+                   job_file=Path(runs_dir).resolve() / spec.name / "job.json")
+    commands = [driver_command(run)] if spec.backend == "ray" else \
+        [agent_command(run, node, port=0) for node in range(spec.resources.nodes)]
+    lines = [f"# {run.job_file}", job_json(resolve_job(spec, layout, str(run.run_dir))).rstrip(), "",
+             "# commands (port 0 = a free port chosen at start)"]
+    return "\n".join(lines + [" ".join(c) for c in commands])
+
+
 def prepare(spec: JobSpec, layout: BatchLayout, runs_dir: str = RUNS_DIR) -> LocalRun:
     """Write `runs/<name>/job.json`; existing logs, metrics and checkpoints are kept."""
     spec = localize(spec)
@@ -106,14 +120,27 @@ def worker_env(run: LocalRun) -> dict[str, str]:
     return env
 
 
+def driver_command(run: LocalRun) -> list[str]:
+    """The Ray backend's driver: a local Ray instance (or RAY_ADDRESS) running the TorchTrainer."""
+    return [sys.executable, "-m", "training.ray_entry", str(run.job_file)]
+
+
+def _spawn(run: LocalRun, command: list[str], log_name: str, env: dict[str, str]) -> None:
+    log_file = (run.log_dir / log_name).open("ab")
+    run.agent_logs.append(log_file)
+    run.agents.append(subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                       start_new_session=True))
+
+
 def start_agents(run: LocalRun) -> None:
-    """Start one torchrun agent per node, each in its own process group."""
-    port, env = free_port(), worker_env(run)
+    """DeepSpeed: one torchrun agent per node. Ray: one driver. Each in its own process group."""
+    env = worker_env(run)
+    if run.spec.backend == "ray":
+        _spawn(run, driver_command(run), "driver.log", env)
+        return
+    port = free_port()
     for node in range(run.spec.resources.nodes):
-        log_file = (run.log_dir / f"agent-{node}.log").open("ab")
-        run.agent_logs.append(log_file)
-        run.agents.append(subprocess.Popen(agent_command(run, node, port), stdout=log_file,
-                                           stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        _spawn(run, agent_command(run, node, port), f"agent-{node}.log", env)
 
 
 def stop_agents(run: LocalRun, grace_s: float) -> None:
@@ -144,7 +171,8 @@ def poll_agents(run: LocalRun) -> int | None:
 def tail_of_logs(run: LocalRun, lines: int = 15) -> str:
     """The last lines of every rank's log, to show why a job failed."""
     parts = []
-    for path in sorted(run.log_dir.glob("rank-*.log")) + sorted(run.log_dir.glob("agent-*.log")):
+    logs = [*run.log_dir.glob("rank-*.log"), *run.log_dir.glob("agent-*.log"), *run.log_dir.glob("driver.log")]
+    for path in sorted(logs):
         content = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
         parts.append(f"--- {path} ---\n" + "\n".join(content))
     return "\n".join(parts)

@@ -1,0 +1,78 @@
+"""The Ray backend's driver: `python -m training.ray_entry job.json`.
+
+Connects to the Ray cluster named by RAY_ADDRESS (a KubeRay RayJob sets it; `ray start` users
+can export it), or starts a local Ray instance sized to the job (no dashboard), then runs the
+TorchTrainer and shuts Ray down, also on SIGTERM / Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from training import exitcodes
+
+log = logging.getLogger("training.ray_entry")
+
+
+def start_ray(world_size: int) -> None:
+    import ray
+
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        log.info("connecting to the Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=world_size + 1, include_dashboard=False, log_to_driver=True,
+                 configure_logging=False, _temp_dir=os.environ.get("DLAUNCH_RAY_TMP"))
+
+
+def stop_on_sigterm() -> None:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.ray_entry", description=__doc__)
+    parser.add_argument("job")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pydantic import ValidationError
+
+    from training.run import load_job
+
+    try:
+        job = load_job(args.job)
+    except (OSError, ValidationError) as exc:
+        log.error("cannot read the job file %s: %s", args.job, exc)
+        return exitcodes.CONFIG_ERROR
+    import ray
+    import ray.train
+
+    from training.engine.ray import build_trainer
+
+    stop_on_sigterm()
+    start_ray(job.world_size)
+    try:
+        result = build_trainer(job, str(Path(job.run_dir).resolve() / "ray")).fit()
+        log.info("Ray Train finished: %s", result.metrics)
+        return 0
+    except KeyboardInterrupt:
+        log.warning("stopped by signal; shutting Ray down")
+        return exitcodes.PREEMPTED
+    except ray.train.TrainingFailedError as exc:
+        log.error("Ray Train failed: %s", exc)
+        return exitcodes.CONFIG_ERROR if "configuration error" in str(exc) else 1
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
