@@ -11,7 +11,7 @@ WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := $(if $(WHEELS),--find-links $(WHEELS),)
 CORPORA := /usr/share/doc/python3.11/html/_sources/tutorial /usr/share/wordnet/data.noun
 
-.PHONY: install corpora tools examples-data demo test clean-venv
+.PHONY: install corpora tools examples-data demo test e2e-kind clean-venv
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -47,6 +47,10 @@ demo: install corpora
 
 test: install corpora tools examples-data
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# A real cluster: kind + the worker image; skips with the reason where Docker or kind is absent.
+e2e-kind: install
+	scripts/e2e_kind.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -662,9 +662,8 @@ def _lever_texts(base: Scenario, scenario: Scenario, choice: Choice) -> list[str
         texts.append(f"use resources.nodes: {scenario.nodes} (data-parallel size {choice.data_parallel})")
     if scenario.seq_len != base.seq_len:
         texts.append(f"shorten training.data.seq_len to {scenario.seq_len} or less")
-    if scenario.checkpointing:
-        texts.append("turn on activation checkpointing (gradient checkpointing in the model; "
-                     "dlaunch's built-in workers do not enable it yet)")
+    if scenario.checkpointing and not base.checkpointing:
+        texts.append("set training.activation_checkpointing: true")
     return texts
 
 
@@ -677,10 +676,7 @@ class Lever:
 
 
 def _levers(inputs: Inputs, base: Scenario) -> list[Lever]:
-    """The changes worth trying, least disruptive first.
-
-    Activation checkpointing comes last because dlaunch's workers cannot turn it on yet.
-    """
+    """The changes worth trying, least disruptive first; activation checkpointing (extra compute) last."""
     levers = []
     if base.micro:
         levers.append(Lever("micro"))
@@ -688,7 +684,8 @@ def _levers(inputs: Inputs, base: Scenario) -> list[Lever]:
         levers.append(Lever("zero"))
     if inputs.limits.host_bytes is not None:
         levers.append(Lever("host"))
-    return levers + [Lever("nodes", numeric=True), Lever("seq", numeric=True), Lever("checkpointing")]
+    levers += [Lever("nodes", numeric=True), Lever("seq", numeric=True)]
+    return levers if base.checkpointing else levers + [Lever("checkpointing")]
 
 
 def _switch(scenario: Scenario, lever: Lever) -> Scenario:
@@ -883,7 +880,7 @@ def job_inputs(spec: JobSpec) -> tuple[Inputs, Scenario]:
         limits=Limits.from_spec(spec), buffers=DeepSpeedBuffers.from_training(training),
     )
     base = Scenario(nodes=spec.resources.nodes, seq_len=training.data.seq_len, micro=training.batch.micro,
-                    options=allowed_options(spec))
+                    options=allowed_options(spec), checkpointing=training.activation_checkpointing)
     return inputs, base
 
 

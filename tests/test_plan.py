@@ -174,7 +174,8 @@ def test_llama_7b_on_one_24gb_gpu_refuses_with_the_smallest_change() -> None:
     assert "ZeRO-3 + offload optimizer+params" in message  # the leanest option is offload
     assert "smallest change: shorten training.data.seq_len" in message
     changes = estimate_job(spec).changes
-    assert [c.text.split()[0] for c in changes] == ["shorten", "turn"]  # then activation checkpointing
+    assert [c.text.split()[0] for c in changes] == ["shorten", "set"]  # then activation checkpointing
+    assert changes[1].text.startswith("set training.activation_checkpointing: true")
     for change in changes:
         assert_change_fits(spec, change)
 
@@ -187,9 +188,10 @@ def test_llama_7b_on_one_24gb_gpu_with_short_sequences_proposes_offload() -> Non
 
 
 def apply_change(spec: JobSpec, change: Change) -> JobSpec:
-    """The spec the user gets by following `change` (activation checkpointing has no spec key yet)."""
+    """The spec the user gets by following `change`."""
     data = spec.model_dump(mode="json", by_alias=True)
     scenario, option = change.scenario, change.choice.option
+    data["training"]["activation_checkpointing"] = scenario.checkpointing
     data["resources"]["nodes"] = scenario.nodes
     data["training"]["data"]["seq_len"] = scenario.seq_len
     if scenario.micro is None:
@@ -206,9 +208,8 @@ def assert_change_fits(spec: JobSpec, change: Change) -> None:
     """The change's layout fits, and a spec edited as it says plans successfully."""
     usable = estimate_job(spec).limits.usable_device
     assert change.choice.memory.device_total(change.scenario.checkpointing) <= usable
-    if not change.scenario.checkpointing:
-        changed = apply_change(spec, change)
-        assert_identity(changed, plan_job(changed).layout)
+    changed = apply_change(spec, change)
+    assert_identity(changed, plan_job(changed).layout)
 
 
 HOST_BOUND = {"gpus": 1, "gpu_type": "A10G", "seq_len": 512, "memory": "64Gi"}

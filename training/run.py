@@ -121,7 +121,7 @@ def train(job: ResolvedJob, on_checkpoint: "Callable[[int, dict[str, Any]], None
         user_main = load_object(job.training.entrypoint, "training.entrypoint")
         return int(user_main(ctx) or 0)
     task = ctx.make_task()
-    model = task.build_model()
+    model = task.prepare_model()
     engine = ctx.initialize(model)
     trainer = Trainer(job, ctx.worker, engine, task, ctx.checkpoints, ctx.tracker, on_checkpoint)
     trainer.resume()

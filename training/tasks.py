@@ -84,6 +84,17 @@ class Task(ABC):
     def describe(self) -> dict[str, Any]:
         return {"train_samples": self.train_size}
 
+    def prepare_model(self) -> "nn.Module":
+        """`build_model` plus the spec's activation checkpointing."""
+        model = self.build_model()
+        if self.job.training.activation_checkpointing:
+            target = getattr(model, "backbone", model)
+            if not hasattr(target, "gradient_checkpointing_enable"):
+                raise ValueError("training.activation_checkpointing needs a transformers model "
+                                 "(gradient_checkpointing_enable); turn it off for this model.factory")
+            target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return model
+
 
 class CausalLMTask(Task):
     """Next-token prediction on packed blocks; the tokenizer is the model's or a BPE trained here."""
