@@ -92,8 +92,10 @@ def test_minilm_classifier_learns_wordnet_classes(tmp_path: Path) -> None:
 
 def test_user_model_factory_gets_dlaunch_training(tmp_path: Path) -> None:
     spec = job_spec(tmp_path, "factory", max_steps=6, precision="fp32",
-                    model={"factory": "examples.custom_model:build", "overrides": {"hidden": 64}})
+                    model={"factory": "examples.custom_model:build", "overrides": {"hidden": 64}},
+                    tracking={"wandb": {"mode": "disabled"}, "tensorboard": True})
     events = run_job(tmp_path, spec)
+    assert list((tmp_path / "runs" / "factory" / "tensorboard").glob("events.out.tfevents.*"))
     curve = losses(events)
     assert curve[-1] < curve[0]
     start = next(e for e in events if e["event"] == "start")
