@@ -46,9 +46,11 @@ def load_job(path: str) -> ResolvedJob:
         return ResolvedJob.model_validate_json(handle.read())
 
 
-def job_root(job: ResolvedJob) -> Path:
-    """`<checkpoint uri>/<job name>`: where this job's checkpoints and tokenizer live."""
-    return Path(job.training.checkpoint.uri.removeprefix("file://")) / job.name
+def job_root(job: ResolvedJob) -> str:
+    """`<checkpoint uri>/<job name>`: where this job's checkpoints, tokenizer and model.json live."""
+    from training.checkpoint.storage import join_uri
+
+    return join_uri(job.training.checkpoint.uri, job.name)
 
 
 @dataclass
@@ -57,7 +59,7 @@ class TrainContext:
 
     job: ResolvedJob
     worker: "WorkerInfo"
-    job_root: Path
+    job_root: str
     checkpoints: "CheckpointManager"
     tracker: "Tracker"
 
@@ -86,6 +88,7 @@ class TrainContext:
 
 def make_context(job: ResolvedJob) -> TrainContext:
     from training.checkpoint.manager import CheckpointManager
+    from training.checkpoint.storage import join_uri
     from training.distributed import init_distributed
     from training.tracking import Tracker
 
@@ -93,7 +96,7 @@ def make_context(job: ResolvedJob) -> TrainContext:
     worker = init_distributed()
     root = job_root(job)
     stopping = job.training.eval.early_stopping
-    manager = CheckpointManager(str(root / "checkpoints"), worker.rank, worker.world,
+    manager = CheckpointManager(join_uri(root, "checkpoints"), worker.rank, worker.world,
                                 job.training.checkpoint.keep_last, job.training.checkpoint.keep_best,
                                 stopping.mode if stopping else "min")
     return TrainContext(job, worker, root, manager, Tracker(job.run_dir, enabled=worker.is_main))
@@ -122,6 +125,10 @@ def train(job: ResolvedJob, on_checkpoint: "Callable[[int, dict[str, Any]], None
         return int(user_main(ctx) or 0)
     task = ctx.make_task()
     model = task.prepare_model()
+    if ctx.worker.is_main and not job.training.model.factory:
+        from training.models.restore import save_model_info
+
+        save_model_info(ctx.job_root, model, task, job.training.checkpoint.endpoint_url)
     engine = ctx.initialize(model)
     trainer = Trainer(job, ctx.worker, engine, task, ctx.checkpoints, ctx.tracker, on_checkpoint)
     trainer.resume()

@@ -61,7 +61,7 @@ def user_model(job: ResolvedJob, vocab_size: int | None) -> tuple["nn.Module", L
 class Task(ABC):
     """The task-specific half of training; see the module docstring."""
 
-    def __init__(self, job: ResolvedJob, worker: WorkerInfo, job_root: Path) -> None:
+    def __init__(self, job: ResolvedJob, worker: WorkerInfo, job_root: str) -> None:
         self.job, self.worker, self.job_root = job, worker, job_root
         self.loss_fn: LossFn | None = None
 
@@ -99,7 +99,7 @@ class Task(ABC):
 class CausalLMTask(Task):
     """Next-token prediction on packed blocks; the tokenizer is the model's or a BPE trained here."""
 
-    def __init__(self, job: ResolvedJob, worker: WorkerInfo, job_root: Path) -> None:
+    def __init__(self, job: ResolvedJob, worker: WorkerInfo, job_root: str) -> None:
         super().__init__(job, worker, job_root)
         train_docs, val_docs = read_splits(job, with_labels=False)
         tokenizer = tokenizer_from_json(self._tokenizer_json([d.text for d in train_docs]))
@@ -111,19 +111,20 @@ class CausalLMTask(Task):
 
     def _tokenizer_json(self, texts: list[str]) -> str:
         """Rank 0 loads the pretrained or saved tokenizer, or trains one; every rank gets the same."""
+        from training.checkpoint.storage import join_uri, storage_for
+
         text = None
         if self.worker.is_main:
             pretrained = self._pretrained_dir()
-            saved = self.job_root / "tokenizer.json"
+            storage = storage_for(self.job_root, endpoint_url=self.job.training.checkpoint.endpoint_url)
+            saved = join_uri(self.job_root, "tokenizer.json")
             if pretrained is not None and (pretrained / "tokenizer.json").is_file():
                 text = (pretrained / "tokenizer.json").read_text(encoding="utf-8")
-            elif saved.is_file():
-                text = saved.read_text(encoding="utf-8")
+            elif storage.exists(saved):  # a resumed job keeps its tokenizer
+                text = storage.read_bytes(saved).decode("utf-8")
             else:
                 text = train_bpe(texts, self.job.training.data.tokenizer_vocab_size).to_str()
-                saved.parent.mkdir(parents=True, exist_ok=True)
-                saved.with_name("tokenizer.json.tmp").write_text(text, encoding="utf-8")
-                saved.with_name("tokenizer.json.tmp").replace(saved)
+            storage.write_bytes(saved, text.encode("utf-8"))  # atomic; kept for resume and export
         return broadcast_object(text)
 
     def _pretrained_dir(self) -> Path | None:
@@ -185,7 +186,7 @@ class CausalLMTask(Task):
 class ClassificationTask(Task):
     """Text -> one of N classes with the pretrained model's own tokenizer; accuracy and macro-F1."""
 
-    def __init__(self, job: ResolvedJob, worker: WorkerInfo, job_root: Path) -> None:
+    def __init__(self, job: ResolvedJob, worker: WorkerInfo, job_root: str) -> None:
         from transformers import AutoTokenizer
 
         from training.models.pretrained import resolve_pretrained
@@ -271,7 +272,7 @@ class ClassificationTask(Task):
                 "classes": len(self.classes)}
 
 
-def make_task(job: ResolvedJob, worker: WorkerInfo, job_root: Path) -> Task:
+def make_task(job: ResolvedJob, worker: WorkerInfo, job_root: str) -> Task:
     if job.training.model.type == "sequence-classification":
         return ClassificationTask(job, worker, job_root)
     return CausalLMTask(job, worker, job_root)

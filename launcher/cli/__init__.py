@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("launcher.cli.list_jobs", "List your dlaunch jobs in a Kubernetes namespace."),
     "cancel": ("launcher.cli.cancel", "Stop a Kubernetes job; its checkpoints are kept."),
     "report": ("launcher.cli.report", "Plot a run's loss, learning rate and throughput as PNG files."),
+    "export": ("launcher.cli.export", "Export a checkpoint to ONNX or TorchScript (optionally int8), verified."),
 }
 
 
