@@ -77,10 +77,10 @@ def test_plan_json_layout_identity(run_cli, write_spec) -> None:
 
 def test_submit_refuses_what_is_not_supported_yet(run_cli, write_spec) -> None:
     spec = base_spec()
-    spec["training"]["compression"] = {"quantize": {"method": "dynamic-int8"}}
+    spec["training"]["compression"] = {"distill": {"teacher": "runs/teacher/checkpoints"}}
     result = run_cli("submit", str(write_spec(spec)))
     assert result.code == 2
-    assert "training.compression is not supported yet" in result.err
+    assert "distilling causal LMs is not supported yet" in result.err
 
 
 def test_submit_reports_an_impossible_batch_layout(run_cli, write_spec) -> None:

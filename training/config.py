@@ -211,9 +211,14 @@ class TrackingConfig(StrictModel):
 
 
 class DistillConfig(StrictModel):
+    """Train a smaller student of `teacher` (a dlaunch checkpoint URI or a transformers directory)."""
+
     teacher: str
     temperature: float = Field(default=2.0, gt=0.0, le=100.0)
     alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+    student_layers: int | None = Field(default=None, ge=1, le=1000)  # default: half the teacher's
+    student_hidden: int | None = Field(default=None, ge=8, le=65536)
+    init_from_teacher: bool = True  # student layer i starts from teacher layer i * stride
 
     @field_validator("teacher")
     @classmethod

@@ -113,6 +113,36 @@ def start_tracking(ctx: TrainContext) -> str | None:
                                    tensorboard=tracking.tensorboard)
 
 
+def compress_after_training(ctx: TrainContext) -> None:
+    """Rank 0: quantize / export the final checkpoint as the spec's `compression:` asks, upload the
+    artifacts to `<job root>/artifacts/` and log them (W&B artifacts too)."""
+    import tempfile
+
+    from training.checkpoint.storage import join_uri, storage_for
+    from training.compress.pipeline import example_inputs, export_model
+    from training.models.restore import load_trained_model
+
+    compression = ctx.job.training.compression
+    if compression is None or not (compression.quantize or compression.export):
+        return
+    endpoint = ctx.job.training.checkpoint.endpoint_url
+    variants = [True] if compression.quantize else [False]
+    if compression.quantize and compression.export:
+        variants = [False, True]
+    with tempfile.TemporaryDirectory() as tmp:
+        trained = load_trained_model(join_uri(ctx.job_root, "checkpoints"), Path(tmp), endpoint)
+        inputs = example_inputs(trained.tokenizer, trained.info)
+        storage = storage_for(ctx.job_root, endpoint_url=endpoint)
+        for fmt in compression.export or ["torchscript"]:
+            for quantized in variants:
+                result = export_model(trained.model, inputs, fmt, Path(tmp) / "out", quantized)
+                uri = join_uri(ctx.job_root, "artifacts", f"step-{trained.step}", result.path.name)
+                storage.upload_file(result.path, uri)
+                ctx.tracker.log("artifact", step=trained.step, uri=uri, format=fmt, quantized=quantized,
+                                max_abs_diff=result.max_abs_diff, agreement=result.agreement)
+                ctx.tracker.log_artifact(result.path, f"{ctx.job.name}-{fmt}{'-int8' if quantized else ''}")
+
+
 def train(job: ResolvedJob, on_checkpoint: "Callable[[int, dict[str, Any]], None] | None" = None) -> int:
     """Build task, model and engine, run the loop, and return the process exit code.
     `on_checkpoint(step, manifest_extra)` runs on every rank after each committed save (Ray uses it)."""
@@ -136,6 +166,9 @@ def train(job: ResolvedJob, on_checkpoint: "Callable[[int, dict[str, Any]], None
     ctx.tracker.log("start", step=trainer.state.step, max_steps=job.training.max_steps, world_size=ctx.worker.world,
                     parameters=sum(p.numel() for p in model.parameters()), **task.describe())
     state = trainer.run()
+    ctx.checkpoints.wait()  # the final checkpoint is committed before anything reads it
+    if ctx.worker.is_main and state.stop_reason != "preempted":
+        compress_after_training(ctx)
     ctx.tracker.log("end", step=state.step, reason=state.stop_reason or "max_steps", best=trainer.best_summary())
     ctx.tracker.summary({"final_step": state.step, **trainer.best_summary()})
     ctx.tracker.finish()

@@ -64,6 +64,7 @@ class Task(ABC):
     def __init__(self, job: ResolvedJob, worker: WorkerInfo, job_root: str) -> None:
         self.job, self.worker, self.job_root = job, worker, job_root
         self.loss_fn: LossFn | None = None
+        self.distiller: Any = None  # training.distillation.Distiller, with compression.distill
 
     @property
     @abstractmethod
@@ -144,6 +145,8 @@ class CausalLMTask(Task):
 
         model_cfg = self.job.training.model
         torch.manual_seed(self.job.training.seed)
+        if self.job.training.compression and self.job.training.compression.distill:
+            raise ValueError("compression.distill supports sequence-classification models in this version")
         if model_cfg.factory:
             model, self.loss_fn = user_model(self.job, self.vocab_size)
             return model
@@ -220,10 +223,24 @@ class ClassificationTask(Task):
 
         torch.manual_seed(self.job.training.seed)
         model_cfg = self.job.training.model
+        compression = self.job.training.compression
+        if compression and compression.distill:
+            return self._distilled_student(compression.distill)
         if model_cfg.factory:
             model, self.loss_fn = user_model(self.job, None)
             return model
         return build_classifier(self.model_dir, self.num_labels, model_cfg.overrides)
+
+    def _distilled_student(self, distill: Any) -> "nn.Module":
+        """The student of `distill.teacher`; the teacher must know the same classes."""
+        from training.distillation import Distiller, build_distilled_student, load_teacher
+
+        teacher, info = load_teacher(distill, "sequence-classification", self.job.training.checkpoint.endpoint_url)
+        if info.get("classes") is not None and info["classes"] != self.classes:
+            raise ValueError(f"the teacher {distill.teacher} was trained on other classes than this data has")
+        student = build_distilled_student(teacher, distill)
+        self.distiller = Distiller(teacher, distill, self.worker.device)
+        return student
 
     def _batch(self, data: cls_data.LabelledSet, indices: list[int], step: int | None) -> dict[str, "torch.Tensor"]:
         seqs = [data.ids[i] for i in indices]
@@ -240,6 +257,8 @@ class ClassificationTask(Task):
         import torch.nn.functional as F
 
         logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        if self.distiller is not None:
+            return logits, self.distiller.loss(logits, batch, causal=False)
         loss = self.loss_fn(logits, batch) if self.loss_fn else F.cross_entropy(logits.float(), batch["labels"])
         return logits, loss
 

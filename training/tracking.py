@@ -74,6 +74,16 @@ class Tracker:
             for key, value in numeric.items():
                 self._tensorboard.add_scalar(key, value, fields["step"])
 
+    def log_artifact(self, path: Path, name: str) -> None:
+        """Attach a file (an exported model) to the W&B run as a model artifact."""
+        if self._wandb is None:
+            return
+        import wandb
+
+        artifact = wandb.Artifact(name, type="model")
+        artifact.add_file(str(path))
+        self._wandb.log_artifact(artifact)
+
     def summary(self, values: dict[str, Any]) -> None:
         if self._wandb is not None:
             for key, value in values.items():

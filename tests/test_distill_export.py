@@ -1,0 +1,75 @@
+"""Distillation inside a real 2-rank DeepSpeed job, then quantization and export after training,
+and `dlaunch export` of a committed checkpoint.
+
+Verified: a MiniLM teacher fine-tuned by dlaunch, a 3-layer student distilled from its checkpoint
+URI (initialised from every 2nd teacher layer), int8 + ONNX + TorchScript artifacts written next
+to the checkpoints and checked against PyTorch. Quality targets are in bench/compression.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.jobs import job_spec, run_job
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+MINILM = str(REPO / "data/models/all-MiniLM-L6-v2")
+
+
+def classifier_spec(tmp_path: Path, name: str, train: Path, val: Path, **training) -> dict:
+    return job_spec(
+        tmp_path, name, max_steps=4, precision="bf16", zero={"stage": 2},
+        model={"type": "sequence-classification", "pretrained": MINILM, "num_labels": 45},
+        data={"train": str(train), "validation": str(val), "seq_len": 32},
+        batch={"global": 32, "micro": 16}, optimizer={"lr": 3e-4},
+        eval={"every_steps": 4, "max_batches": 2}, **training)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> dict:
+    from training.data.wordnet import write_splits
+
+    tmp = tmp_path_factory.mktemp("teacher")
+    write_splits(tmp / "wordnet", {"train": 256, "validation": 64}, seed=5)
+    train, val = tmp / "wordnet" / "train.jsonl", tmp / "wordnet" / "validation.jsonl"
+    run_job(tmp, classifier_spec(tmp, "teacher", train, val))
+    return {"tmp": tmp, "train": train, "val": val, "checkpoints": tmp / "ckpt" / "teacher" / "checkpoints"}
+
+
+def test_student_is_distilled_then_quantized_and_exported(teacher, tmp_path: Path) -> None:
+    compression = {"distill": {"teacher": str(teacher["checkpoints"]), "temperature": 2.0, "alpha": 0.7,
+                               "student_layers": 3},
+                   "quantize": {"method": "dynamic-int8"}, "export": ["onnx", "torchscript"]}
+    events = run_job(tmp_path, classifier_spec(tmp_path, "student", teacher["train"], teacher["val"],
+                                               compression=compression))
+    root = tmp_path / "ckpt" / "student"
+    info = json.loads((root / "model.json").read_text())
+    assert info["backbone_config"]["num_hidden_layers"] == 3
+    artifacts = [e for e in events if e["event"] == "artifact"]
+    assert sorted((a["format"], a["quantized"]) for a in artifacts) == [
+        ("onnx", False), ("onnx", True), ("torchscript", False), ("torchscript", True)]
+    for artifact in artifacts:
+        assert Path(artifact["uri"]).is_file() and Path(artifact["uri"]).parent.parent == root / "artifacts"
+        if not (artifact["format"] == "onnx" and artifact["quantized"]):
+            assert artifact["max_abs_diff"] < 1e-4
+    losses = [e["loss"] for e in events if e["event"] == "train"]
+    assert len(losses) == 4 and all(loss > 0 for loss in losses)
+
+
+@pytest.mark.parametrize("fmt,quantize", [("onnx", False), ("torchscript", True)])
+def test_dlaunch_export_of_a_committed_checkpoint(teacher, tmp_path: Path, run_cli, fmt: str, quantize: bool) -> None:
+    args = ["export", str(teacher["checkpoints"]), "--format", fmt, "-o", str(tmp_path / "out")]
+    result = run_cli(*(args + (["--quantize", "int8"] if quantize else [])))
+    assert result.code == 0, result.err
+    assert "wrote" in result.out and "max |logits - PyTorch|" in result.out
+    assert len(list((tmp_path / "out").iterdir())) == 1
+
+
+def test_export_of_a_missing_checkpoint_is_a_clean_error(tmp_path: Path, run_cli) -> None:
+    result = run_cli("export", str(tmp_path / "nothing" / "checkpoints"), "--format", "onnx", "-o", str(tmp_path))
+    assert result.code == 1
+    assert "cannot export" in result.err and "Traceback" not in result.err
