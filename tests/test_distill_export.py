@@ -73,3 +73,14 @@ def test_export_of_a_missing_checkpoint_is_a_clean_error(tmp_path: Path, run_cli
     result = run_cli("export", str(tmp_path / "nothing" / "checkpoints"), "--format", "onnx", "-o", str(tmp_path))
     assert result.code == 1
     assert "cannot export" in result.err and "Traceback" not in result.err
+
+
+def test_dlaunch_compare_prints_size_latency_and_quality(teacher, run_cli) -> None:
+    result = run_cli("compare", str(teacher["checkpoints"]), "--data", str(teacher["val"]))
+    assert result.code == 0, result.err
+    lines = result.out.strip().splitlines()
+    header, _, float_row, int8_row = lines[-4:]
+    assert header.split() == ["model", "params", "non-emb", "file", "MB", "b1", "ms", "b32", "ms", "macro-F1"]
+    assert float_row.split()[0] == "teacher" and int8_row.split()[0] == "teacher-int8"
+    assert float_row.split()[1] == int8_row.split()[1] == "22.58M"
+    assert float(int8_row.split()[3]) * 2 < float(float_row.split()[3])  # int8 file at least 2x smaller

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("launcher.cli.cancel", "Stop a Kubernetes job; its checkpoints are kept."),
     "report": ("launcher.cli.report", "Plot a run's loss, learning rate and throughput as PNG files."),
     "export": ("launcher.cli.export", "Export a checkpoint to ONNX or TorchScript (optionally int8), verified."),
+    "compare": ("launcher.cli.compare", "Compare teacher, student and int8 student: size, latency, macro-F1."),
 }
 
 
