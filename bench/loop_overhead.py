@@ -114,7 +114,7 @@ def hf_trainer_worker(out: Path) -> None:
 
 def torchrun(mode: str, out: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={WORLD}", "--master-port=0",
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={WORLD}", "--standalone",
                __file__, "--worker", mode, str(out)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
     if result.returncode != 0:
