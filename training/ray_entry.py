@@ -44,14 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from pydantic import ValidationError
+    from training.run import load_job_or_log
 
-    from training.run import load_job
-
-    try:
-        job = load_job(args.job)
-    except (OSError, ValidationError) as exc:
-        log.error("cannot read the job file %s: %s", args.job, exc)
+    job = load_job_or_log(args.job)
+    if job is None:
         return exitcodes.CONFIG_ERROR
     import ray
     import ray.train

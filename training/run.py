@@ -46,6 +46,15 @@ def load_job(path: str) -> ResolvedJob:
         return ResolvedJob.model_validate_json(handle.read())
 
 
+def load_job_or_log(path: str) -> ResolvedJob | None:
+    """The job in `path`, or None after logging why it cannot be read (a configuration error)."""
+    try:
+        return load_job(path)
+    except (OSError, ValidationError) as exc:
+        log.error("cannot read the job file %s: %s", path, exc)
+        return None
+
+
 def job_root(job: ResolvedJob) -> str:
     """`<checkpoint uri>/<job name>`: where this job's checkpoints, tokenizer and model.json live."""
     from training.checkpoint.storage import join_uri
@@ -182,10 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("DLAUNCH_LOG_DIR"):
         redirect_output_to_log(os.environ["DLAUNCH_LOG_DIR"], os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        job = load_job(args.job)
-    except (OSError, ValidationError) as exc:
-        log.error("cannot read the job file %s: %s", args.job, exc)
+    job = load_job_or_log(args.job)
+    if job is None:
         return exitcodes.CONFIG_ERROR
     try:
         return train(job)
