@@ -38,7 +38,7 @@ def baseline_macro_f1() -> float:
 
     train_x, train_y = load_split("train")
     val_x, val_y = load_split("validation")
-    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
                           LogisticRegression(max_iter=3000, C=10.0))
     model.fit(train_x, train_y)
     return float(f1_score(val_y, model.predict(val_x), average="macro"))
