@@ -9,17 +9,10 @@ from __future__ import annotations
 from launcher.spec import JobSpec
 
 
-def _uses_s3(spec: JobSpec) -> list[str]:
-    uri = spec.training.checkpoint.uri
-    return ["training.checkpoint.uri"] if uri.startswith("s3://") else []
-
-
 def unsupported_features(spec: JobSpec) -> list[str]:
     """Human-readable list of settings in `spec` that `submit` cannot run yet."""
     t = spec.training
     found = []
-    for key in _uses_s3(spec):
-        found.append(f"{key}: s3:// URIs are not supported yet (use a local path)")
     distill = t.compression.distill if t.compression else None
     if distill is not None and t.model.type != "sequence-classification":
         found.append("training.compression.distill: distilling causal LMs is not supported yet "

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from training.checkpoint.manager import CheckpointManager, committed, verify
+from training.checkpoint import commit as protocol
+from training.checkpoint.manager import CheckpointManager
+from training.checkpoint.storage import LocalStorage
 from training.config import ScheduleConfig
 from training.data.lm import pack_blocks, split_documents
 from training.data.sampler import ResumableSampler
@@ -103,20 +105,26 @@ def test_bpe_packs_fixed_length_blocks_with_eos() -> None:
 
 
 def make_step(root: Path, step: int, content: bytes = b"weights", metric: float | None = None) -> Path:
-    """A step directory committed the way CheckpointManager._commit does it."""
-    manager = CheckpointManager(str(root), rank=0, world=1, keep_last=100, keep_best=False)
+    """A step directory committed the way rank 0's upload process does it: manifest, then `latest`."""
     step_dir = root / f"step-{step}"
     step_dir.mkdir(parents=True)
     (step_dir / "shard.pt").write_bytes(content)
-    manager._commit(step_dir, step, {"consumed": step}, {"metric": metric})
+    size, digest = protocol.hash_file(step_dir / "shard.pt")
+    markers = {0: {"files": [{"path": "shard.pt", "size": size, "sha256": digest}], "rng": {}, "seconds": 0.0}}
+    manifest = protocol.build_manifest(step, 1, "attempt", markers, {"consumed": step}, {"metric": metric}, 0.0)
+    protocol.commit(LocalStorage(), str(root), manifest)
     return step_dir
+
+
+def committed_steps(root: Path) -> list[int]:
+    return [step for step, _ in protocol.committed(LocalStorage(), str(root))]
 
 
 def test_checkpoint_without_manifest_does_not_exist(tmp_path: Path) -> None:
     make_step(tmp_path, 10)
     (tmp_path / "step-20").mkdir()
     (tmp_path / "step-20" / "shard.pt").write_bytes(b"half written")
-    assert [c.step for c in committed(tmp_path)] == [10]
+    assert committed_steps(tmp_path) == [10]
     assert (tmp_path / "latest").read_text().strip() == "step-10"
 
 
@@ -130,15 +138,15 @@ def test_flipped_byte_skips_the_checkpoint_with_a_warning(tmp_path: Path, caplog
     manager = CheckpointManager(str(tmp_path), rank=0, world=1, keep_last=3, keep_best=False)
     assert manager.latest().step == 10
     assert "does not match its manifest" in caplog.text
-    assert verify(newest) is None
+    manifest = json.loads((newest / "manifest.json").read_text())
+    assert "shard.pt does not match" in protocol.verify_dir(newest, manifest)
 
 
 def test_retention_keeps_last_n_and_the_best(tmp_path: Path) -> None:
     for step, metric in [(1, 0.5), (2, 0.9), (3, 0.8), (4, 0.7)]:
         make_step(tmp_path, step, metric=metric)
-    manager = CheckpointManager(str(tmp_path), rank=0, world=1, keep_last=2, keep_best=True, best_mode="min")
-    manager._apply_retention()
-    assert sorted(c.step for c in committed(tmp_path)) == [1, 3, 4]
+    assert protocol.apply_retention(LocalStorage(), str(tmp_path), 4, keep_last=2, keep_best=True) == [2]
+    assert sorted(committed_steps(tmp_path)) == [1, 3, 4]
     manifest = json.loads((tmp_path / "step-4" / "manifest.json").read_text())
     assert manifest["files"][0]["path"] == "shard.pt" and manifest["sampler"] == {"consumed": 4}
 

@@ -60,6 +60,7 @@ class Trainer:
                  on_checkpoint: Callable[[int, dict[str, Any]], None] | None = None) -> None:
         self.job, self.worker, self.engine, self.task = job, worker, engine, task
         self.on_checkpoint = on_checkpoint
+        self._pending: dict[int, dict[str, Any]] = {}  # saved, not yet known to be committed
         self.checkpoints, self.tracker = checkpoints, tracker
         layout = job.layout
         self.sampler = ResumableSampler(task.train_size, layout.global_batch, layout.micro, worker.rank,
@@ -122,8 +123,17 @@ class Trainer:
                  "early_stopping": self.early.state_dict() if self.early else None}
         path = self.checkpoints.save(self.engine, self.state.step, self.sampler.state_dict(), extra)
         self.tracker.log("checkpoint", step=self.state.step, path=str(path))
-        if self.on_checkpoint is not None:
-            self.on_checkpoint(self.state.step, {**extra, "path": str(path)})
+        self._pending[self.state.step] = {**extra, "path": str(path)}
+        self.report_committed(self.checkpoints.last_outcome)
+
+    def report_committed(self, outcome: Any) -> None:
+        """Log a save once it has committed (or failed); only committed ones reach `on_checkpoint`."""
+        if outcome is None or outcome.step not in self._pending:
+            return
+        extra = self._pending.pop(outcome.step)
+        self.tracker.log("checkpoint_committed", step=outcome.step, committed=outcome.committed, error=outcome.error)
+        if outcome.committed and self.on_checkpoint is not None:
+            self.on_checkpoint(outcome.step, extra)
 
     def resume(self) -> None:
         """Continue from the newest verified checkpoint, if there is one."""

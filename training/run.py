@@ -105,9 +105,11 @@ def make_context(job: ResolvedJob) -> TrainContext:
     worker = init_distributed()
     root = job_root(job)
     stopping = job.training.eval.early_stopping
+    ckpt = job.training.checkpoint
     manager = CheckpointManager(join_uri(root, "checkpoints"), worker.rank, worker.world,
-                                job.training.checkpoint.keep_last, job.training.checkpoint.keep_best,
-                                stopping.mode if stopping else "min")
+                                ckpt.keep_last, ckpt.keep_best, stopping.mode if stopping else "min",
+                                async_save=ckpt.async_, endpoint_url=ckpt.endpoint_url,
+                                staging_dir=Path(job.run_dir) / "checkpoint-staging")
     return TrainContext(job, worker, root, manager, Tracker(job.run_dir, enabled=worker.is_main))
 
 
@@ -161,7 +163,9 @@ def train(job: ResolvedJob, on_checkpoint: "Callable[[int, dict[str, Any]], None
     ctx = make_context(job)
     if job.training.entrypoint:
         user_main = load_object(job.training.entrypoint, "training.entrypoint")
-        return int(user_main(ctx) or 0)
+        code = int(user_main(ctx) or 0)
+        ctx.checkpoints.close()
+        return code
     task = ctx.make_task()
     model = task.prepare_model()
     if ctx.worker.is_main and not job.training.model.factory:
@@ -175,7 +179,7 @@ def train(job: ResolvedJob, on_checkpoint: "Callable[[int, dict[str, Any]], None
     ctx.tracker.log("start", step=trainer.state.step, max_steps=job.training.max_steps, world_size=ctx.worker.world,
                     parameters=sum(p.numel() for p in model.parameters()), **task.describe())
     state = trainer.run()
-    ctx.checkpoints.wait()  # the final checkpoint is committed before anything reads it
+    trainer.report_committed(ctx.checkpoints.close())  # also waits for the checkpoint written on SIGTERM
     if ctx.worker.is_main and state.stop_reason != "preempted":
         compress_after_training(ctx)
     ctx.tracker.log("end", step=state.step, reason=state.stop_reason or "max_steps", best=trainer.best_summary())

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("launcher.cli.logs", "Print a Kubernetes job's logs (one rank or all; --follow)."),
     "list": ("launcher.cli.list_jobs", "List your dlaunch jobs in a Kubernetes namespace."),
     "cancel": ("launcher.cli.cancel", "Stop a Kubernetes job; its checkpoints are kept."),
+    "checkpoints": ("launcher.cli.checkpoints", "List a job's committed checkpoints: step, size, age, metric."),
     "report": ("launcher.cli.report", "Plot a run's loss, learning rate and throughput as PNG files."),
     "export": ("launcher.cli.export", "Export a checkpoint to ONNX or TorchScript (optionally int8), verified."),
     "compare": ("launcher.cli.compare", "Compare teacher, student and int8 student: size, latency, macro-F1."),

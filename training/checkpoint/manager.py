@@ -1,183 +1,393 @@
-"""Checkpoints with a commit protocol: a checkpoint exists only once its manifest verifies.
+"""Checkpoints that never corrupt, resume exactly and survive preemption.
 
-Layout: `<root>/step-<N>/` holds every rank's files; rank 0 writes `manifest.json` last
-(files, sizes, sha256, step, metric, tracking run id, spec hash) and only then moves
-`<root>/latest`. Readers skip step directories whose manifest is missing or does not verify.
+`CheckpointManager` saves DeepSpeed engines under a root URI (a local path, file:// or s3://)
+with the commit protocol of `training.checkpoint.commit`:
+
+- `save()` blocks only while this rank's state is staged on local disk. The rank's upload
+  process (see `uploader`) then hashes and uploads it; rank 0's commits once every rank's upload
+  is in: manifest, then `latest`, then retention. At most one save is in flight: the next
+  `save()` first waits for the previous one.
+- `latest()` is the newest checkpoint whose files all match its manifest; a damaged one is
+  skipped with a warning. `load()` restores engine, optimizer, scheduler, RNG and sampler; from
+  S3 it loads a verified copy in a node-local cache.
+- `wait()` and `close()` block until the last save has committed. An exit without `close()`
+  still waits for this rank's last upload (and, on rank 0, for its commit).
+
+`save`, `wait`, `close` and `load` are collective: every rank calls them, in the same order.
+`list_committed()` and `latest_step()` read a root without a manager, for `dlaunch` commands.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
 import os
-import random
 import shutil
-from dataclasses import dataclass
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from training.checkpoint import commit as protocol
+from training.checkpoint.commit import step_name, step_uri
+from training.checkpoint.errors import CheckpointError
+from training.checkpoint.rng import capture_rng, restore_rng
+from training.checkpoint.storage import LocalStorage, S3Options, join_uri, local_path, storage_for
+from training.checkpoint.uploader import UploadProcess
+
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-LATEST = "latest"
-STEP_PREFIX = "step-"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+DEFAULT_COMMIT_TIMEOUT_S = 300.0
+UPLOAD_NICENESS = 10
 
 
 @dataclass(frozen=True)
 class CommittedCheckpoint:
+    """A checkpoint whose manifest exists; from `latest()`, one whose files also verified."""
+
     step: int
-    path: Path
+    uri: str
     manifest: dict[str, Any]
 
-
-def step_of(name: str) -> int | None:
-    if not name.startswith(STEP_PREFIX):
-        return None
-    suffix = name[len(STEP_PREFIX):]
-    return int(suffix) if suffix.isdigit() else None
+    @property
+    def path(self) -> str:
+        """The checkpoint's URI, for messages and the metrics log."""
+        return self.uri
 
 
-def verify(step_dir: Path) -> dict[str, Any] | None:
-    """The manifest of `step_dir` if every listed file exists with its size and sha256, else None."""
-    try:
-        manifest = json.loads((step_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    for entry in manifest.get("files", []):
-        file = step_dir / entry["path"]
-        try:
-            if file.stat().st_size != entry["size"] or _sha256(file) != entry["sha256"]:
-                log.warning("checkpoint %s: %s does not match its manifest; skipping it", step_dir, entry["path"])
-                return None
-        except OSError:
-            log.warning("checkpoint %s: %s is missing; skipping it", step_dir, entry["path"])
-            return None
-    return manifest
+@dataclass(frozen=True)
+class SaveOutcome:
+    """How one save ended: committed, or the reason it was not."""
+
+    step: int
+    committed: bool
+    error: str | None = None
 
 
-def committed(root: Path, verify_files: bool = True) -> list[CommittedCheckpoint]:
-    """Committed checkpoints under `root`, newest first."""
-    found = []
-    if not root.is_dir():
-        return found
-    for child in root.iterdir():
-        step = step_of(child.name)
-        if step is None or not child.is_dir():
-            continue
-        if verify_files:
-            manifest = verify(child)
-        else:
-            try:
-                manifest = json.loads((child / MANIFEST).read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                manifest = None
-        if manifest is not None:
-            found.append(CommittedCheckpoint(step=step, path=child, manifest=manifest))
-    return sorted(found, key=lambda c: c.step, reverse=True)
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One committed checkpoint, as `dlaunch checkpoints` and `dlaunch status` show it."""
+
+    step: int
+    uri: str
+    size_bytes: int
+    created_at: float | None
+    metric: float | None
+    latest: bool
 
 
-def rng_state() -> dict[str, Any]:
-    import numpy as np
-    import torch
+@dataclass(frozen=True)
+class _InFlight:
+    step: int
+    token: str
 
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+def checkpoints_uri(base_uri: str, job_name: str) -> str:
+    """Where a job's checkpoints live: `<training.checkpoint.uri>/<job name>/checkpoints`."""
+    return join_uri(base_uri, job_name, "checkpoints")
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    import numpy as np
-    import torch
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+def default_staging_dir(root: str) -> Path:
+    """Node-local staging and cache space for `root`: `$DLAUNCH_STAGING_DIR` or the temp dir."""
+    base = Path(os.environ.get("DLAUNCH_STAGING_DIR") or tempfile.gettempdir())
+    return base / f"dlaunch-staging-{os.getuid()}" / hashlib.sha1(root.encode()).hexdigest()[:12]
 
 
 class CheckpointManager:
-    """Save and restore DeepSpeed engines under `root` with the manifest commit protocol."""
+    """Save and restore DeepSpeed engines under `root` with staged, background, committed uploads."""
 
     def __init__(self, root: str, rank: int, world: int, keep_last: int, keep_best: bool,
-                 best_mode: str = "min") -> None:
-        self.root = Path(root.removeprefix("file://"))
+                 best_mode: str = "min", *, async_save: bool = True, endpoint_url: str | None = None,
+                 staging_dir: str | os.PathLike[str] | None = None,
+                 commit_timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S, s3_options: S3Options | None = None,
+                 upload_niceness: int = UPLOAD_NICENESS) -> None:
+        self.root = root
         self.rank, self.world = rank, world
         self.keep_last, self.keep_best, self.best_mode = keep_last, keep_best, best_mode
+        self.async_save, self.commit_timeout_s = async_save, commit_timeout_s
+        self.storage = storage_for(root, endpoint_url=endpoint_url, s3_options=s3_options)
+        self.staging = Path(staging_dir) if staging_dir else default_staging_dir(root)
+        self.last_outcome: SaveOutcome | None = None
+        self._uploads = UploadProcess({"endpoint_url": endpoint_url, "rank": rank, "niceness": upload_niceness,
+                                       "s3_options": asdict(s3_options) if s3_options else None})
+        self._inflight: _InFlight | None = None
+        self._staging_cleared = False
+        self._seen_steps: set[int] | None = None  # step prefixes under root (rank 0, from the first save on)
+        self._trusted: dict[int, str] = {}  # step -> token of checkpoints this process committed or verified
+        self._fetched: dict[int, Path] = {}  # step -> verified local copy of an S3 checkpoint
+        self._pid = os.getpid()
+        atexit.register(self._finish_at_exit)
+        _watch_for_unhandled_errors()
 
-    def _barrier(self) -> None:
-        import torch.distributed as dist
+    @property
+    def upload_pid(self) -> int | None:
+        """The pid of this rank's upload process, while it runs."""
+        return self._uploads.pid
 
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()
+    # ---- saving ------------------------------------------------------------------------------
 
-    def save(self, engine: Any, step: int, sampler_state: dict[str, int], extra: dict[str, Any]) -> Path:
-        """Write every rank's state for `step`, then commit it (rank 0 writes the manifest last)."""
+    def save(self, engine: Any, step: int, sampler_state: dict[str, Any], extra: dict[str, Any]) -> str:
+        """Checkpoint `step`: stage this rank's state locally, then upload and commit it in the background.
+
+        Blocks while the previous save finishes and while the state is staged; with
+        `async_save=False` also until the commit. Returns the URI the checkpoint will have.
+        """
+        self.wait()
+        started = time.perf_counter()
+        _require_json(step, sampler_state=sampler_state, extra=extra)
+        token = self._agree(uuid.uuid4().hex if self.rank == 0 else None)
+        if self.rank == 0:
+            self._clear_step(step)
+        self._barrier()
+        staged, rng = self._stage(engine, step, sampler_state)
+        job = {"root": self.root, "step": step, "rank": self.rank, "world": self.world, "token": token,
+               "staged_dir": os.fspath(staged), "rng": rng}
+        if self.rank == 0:
+            job["commit"] = {"sampler": sampler_state, "extra": extra, "keep_last": self.keep_last,
+                             "keep_best": self.keep_best, "best_mode": self.best_mode,
+                             "timeout_s": self.commit_timeout_s, "stage_s": time.perf_counter() - started}
+        self._uploads.submit(job)
+        self._inflight = _InFlight(step, token)
+        if not self.async_save:
+            self.wait()
+        return step_uri(self.root, step)
+
+    def _clear_step(self, step: int) -> None:
+        """Remove what an earlier attempt left at this step; an unreachable store only warns.
+
+        The root is listed once, at the first save; after that only this job writes step prefixes,
+        so a step it has not seen needs no storage call on the training step's critical path.
+        """
+        try:
+            if self._seen_steps is None:
+                self._seen_steps = set(protocol.step_prefixes(self.storage, self.root))
+            if step in self._seen_steps:
+                protocol.clear_step(self.storage, self.root, step)
+            self._seen_steps.add(step)
+        except CheckpointError as e:
+            log.warning("could not clear %s before saving it (the save will most likely fail): %s",
+                        step_uri(self.root, step), e)
+
+    def _stage(self, engine: Any, step: int, sampler_state: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+        """Write this rank's DeepSpeed state, RNG and sampler under `staging/rank-<r>/step-<N>/`."""
         import torch
 
-        tag = f"{STEP_PREFIX}{step}"
-        step_dir = self.root / tag
-        if self.rank == 0:
-            self.root.mkdir(parents=True, exist_ok=True)
-            if step_dir.exists():  # left by an attempt that died before committing
-                shutil.rmtree(step_dir)
-        self._barrier()
-        engine.save_checkpoint(str(self.root), tag=tag, client_state={"step": step}, save_latest=False)
-        torch.save({"rng": rng_state(), "sampler": sampler_state}, step_dir / f"rank-{self.rank}.pt")
-        self._barrier()
-        if self.rank == 0:
-            self._commit(step_dir, step, sampler_state, extra)
-        self._barrier()
-        return step_dir
+        rank_dir = self.staging / f"rank-{self.rank}"
+        if not self._staging_cleared:  # whatever a killed attempt left behind
+            shutil.rmtree(rank_dir, ignore_errors=True)
+            self._staging_cleared = True
+        staged = rank_dir / step_name(step)
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
+        rng = capture_rng()
+        engine.save_checkpoint(os.fspath(rank_dir), tag=step_name(step), client_state={"step": step},
+                               save_latest=False)
+        torch.save({"rng": rng, "sampler": sampler_state}, staged / f"rank-{self.rank}.pt")
+        return staged, rng
 
-    def _commit(self, step_dir: Path, step: int, sampler_state: dict[str, int], extra: dict[str, Any]) -> None:
-        files = sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
-        manifest = {
-            "step": step,
-            "world_size": self.world,
-            "sampler": sampler_state,
-            "files": [{"path": str(p.relative_to(step_dir)), "size": p.stat().st_size, "sha256": _sha256(p)}
-                      for p in files],
-            **extra,
-        }
-        _write_atomic(step_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
-        _write_atomic(self.root / LATEST, step_dir.name + "\n")
-        self._apply_retention()
+    def wait(self) -> SaveOutcome | None:
+        """Block until the save in flight has committed or failed, and return how it ended."""
+        if self._inflight is None:
+            return self.last_outcome
+        inflight, self._inflight = self._inflight, None
+        uploaded = self._uploads.reply("uploaded")
+        everyone_uploaded = self._all(uploaded["ok"])
+        outcome = None
+        if self.rank == 0:
+            if uploaded["ok"] and not everyone_uploaded:
+                self._uploads.abandon(inflight.step, "another rank could not upload its files")
+            committed = self._uploads.reply("committed")
+            outcome = SaveOutcome(inflight.step, committed["ok"], committed.get("error"))
+            if outcome.committed:
+                self._trusted[inflight.step] = inflight.token
+        self.last_outcome = self._agree(outcome)
+        _report(self.last_outcome, self.root)
+        return self.last_outcome
 
-    def _apply_retention(self) -> None:
-        checkpoints = committed(self.root, verify_files=False)
-        keep = {c.step for c in checkpoints[: self.keep_last]}
-        scored = [c for c in checkpoints if isinstance(c.manifest.get("metric"), (int, float))]
-        if self.keep_best and scored:
-            pick = min if self.best_mode == "min" else max
-            keep.add(pick(scored, key=lambda c: c.manifest["metric"]).step)
-        for checkpoint in checkpoints:
-            if checkpoint.step not in keep:
-                shutil.rmtree(checkpoint.path, ignore_errors=True)
+    def close(self) -> SaveOutcome | None:
+        """Wait for the last save to commit, then stop the upload process. Call before exiting."""
+        outcome = self.wait()
+        self._uploads.close()
+        atexit.unregister(self._finish_at_exit)
+        return outcome
+
+    def _finish_at_exit(self) -> None:
+        """At exit without `close()`: wait for this rank's last upload and, on rank 0, its commit.
+
+        After an unhandled exception the other ranks are likely gone, so the commit is abandoned
+        instead of waited for (it could only time out); this rank's upload still finishes.
+        """
+        if os.getpid() != self._pid:
+            return
+        if self._inflight is not None:
+            step, self._inflight = self._inflight.step, None
+            if _exit_after_error["seen"]:
+                self._uploads.abandon(step, "the trainer is exiting after an error")
+            reply = self._uploads.reply("uploaded")
+            if self.rank == 0 and reply["ok"]:
+                reply = self._uploads.reply("committed")
+            _report(SaveOutcome(step, reply["ok"], reply.get("error")), self.root)
+        self._uploads.close()
+
+    # ---- resuming ----------------------------------------------------------------------------
 
     def latest(self) -> CommittedCheckpoint | None:
-        """The newest checkpoint whose manifest verifies (damaged ones are skipped with a warning)."""
-        found = committed(self.root)
-        return found[0] if found else None
+        """The newest checkpoint whose every file matches its manifest; damaged ones are skipped.
+
+        From S3 this downloads the candidate into the node-local cache, which `load()` then uses.
+        """
+        for step, manifest in protocol.committed(self.storage, self.root):
+            checkpoint = CommittedCheckpoint(step, step_uri(self.root, step), manifest)
+            problem = self._verify(checkpoint)
+            if problem is None:
+                return checkpoint
+            log.warning("checkpoint %s is damaged: %s. Skipping it; resuming from an older checkpoint",
+                        checkpoint.uri, problem)
+        return None
+
+    def _verify(self, checkpoint: CommittedCheckpoint) -> str | None:
+        if self._trusted.get(checkpoint.step) == checkpoint.manifest.get("token"):
+            return None
+        if isinstance(self.storage, LocalStorage):
+            problem = protocol.verify_dir(local_path(checkpoint.uri), checkpoint.manifest)
+        else:
+            target = self._cache_dir(checkpoint.step)
+            problem = protocol.fetch_verified(self.storage, self.root, checkpoint.step, checkpoint.manifest, target)
+            if problem is None:
+                self._fetched[checkpoint.step] = target
+        if problem is None:
+            self._trusted[checkpoint.step] = checkpoint.manifest.get("token", "")
+        return problem
 
     def load(self, engine: Any, checkpoint: CommittedCheckpoint) -> dict[str, Any]:
         """Restore engine, optimizer, scheduler and this rank's RNG; returns the sampler state."""
         import torch
 
-        engine.load_checkpoint(str(self.root), tag=checkpoint.path.name)
-        rank_state = torch.load(checkpoint.path / f"rank-{self.rank}.pt", weights_only=False)
-        set_rng_state(rank_state["rng"])
-        return rank_state["sampler"]
+        directory = self._local_copy(checkpoint)
+        loaded, _ = engine.load_checkpoint(os.fspath(directory.parent), tag=directory.name)
+        if loaded is None:
+            raise CheckpointError(f"DeepSpeed found no checkpoint in {directory} (copied from {checkpoint.uri})")
+        state = torch.load(directory / f"rank-{self.rank}.pt", weights_only=True)
+        restore_rng(state["rng"])
+        self._barrier()
+        if self._fetched.pop(checkpoint.step, None) and int(os.environ.get("LOCAL_RANK", self.rank)) == 0:
+            shutil.rmtree(directory, ignore_errors=True)
+        return state["sampler"]
+
+    def _local_copy(self, checkpoint: CommittedCheckpoint) -> Path:
+        """A local directory holding the checkpoint's files: the committed one, or a verified S3 copy."""
+        if isinstance(self.storage, LocalStorage):
+            return local_path(checkpoint.uri)
+        target = self._fetched.get(checkpoint.step) or self._cache_dir(checkpoint.step)
+        problem = protocol.fetch_verified(self.storage, self.root, checkpoint.step, checkpoint.manifest, target)
+        if problem:
+            raise CheckpointError(f"checkpoint {checkpoint.uri} changed after it was chosen: {problem}; "
+                                  "restart the job to resume from the newest intact checkpoint")
+        self._fetched[checkpoint.step] = target
+        return target
+
+    def _cache_dir(self, step: int) -> Path:
+        return self.staging / "cache" / step_name(step)
+
+    # ---- the process group -------------------------------------------------------------------
+
+    def _barrier(self) -> None:
+        if _distributed():
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _all(self, flag: bool) -> bool:
+        """True when `flag` is true on every rank."""
+        if not _distributed():
+            return flag
+        import torch.distributed as dist
+
+        flags: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(flags, flag)
+        return all(flags)
+
+    def _agree(self, value: Any) -> Any:
+        """Rank 0's `value`, on every rank."""
+        if not _distributed():
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+_exit_after_error = {"seen": False}
+
+
+def _watch_for_unhandled_errors() -> None:
+    """Chain `sys.excepthook` once, so that the exit hook knows the interpreter is dying of an error."""
+    previous = sys.excepthook
+    if getattr(previous, "_dlaunch_checkpoints", False):
+        return
+
+    def hook(*exc_info: Any) -> None:
+        _exit_after_error["seen"] = True
+        previous(*exc_info)
+
+    hook._dlaunch_checkpoints = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
+def _distributed() -> bool:
+    if "torch" not in sys.modules:
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _require_json(step: int, **values: Any) -> None:
+    for name, value in values.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"saving step {step}: {name} must be JSON-serializable for the manifest: {e}") from e
+
+
+def _report(outcome: SaveOutcome, root: str) -> None:
+    if outcome.committed:
+        log.info("checkpoint %s committed", step_uri(root, outcome.step))
+    else:
+        log.warning("checkpoint %s was not committed: %s. Training goes on; the next save tries again",
+                    step_uri(root, outcome.step), outcome.error)
+
+
+# ---- reading a root without a manager ------------------------------------------------------------
+
+
+def list_committed(uri: str, *, endpoint_url: str | None = None) -> list[CheckpointInfo]:
+    """Every checkpoint under `uri` with a manifest, newest first (files are not re-hashed)."""
+    storage = storage_for(uri, endpoint_url=endpoint_url)
+    latest = protocol.read_latest(storage, uri)
+    return [
+        CheckpointInfo(step=step, uri=step_uri(uri, step), size_bytes=sum(f["size"] for f in manifest["files"]),
+                       created_at=manifest.get("created_at"), metric=manifest.get("metric"), latest=step == latest)
+        for step, manifest in protocol.committed(storage, uri)
+    ]
+
+
+def latest_step(uri: str, *, endpoint_url: str | None = None) -> int | None:
+    """The last committed step under `uri`, or None: reads `latest` and its manifest only."""
+    storage = storage_for(uri, endpoint_url=endpoint_url)
+    step = protocol.read_latest(storage, uri)
+    if step is not None:
+        try:
+            manifest = protocol.read_json(storage, join_uri(step_uri(uri, step), protocol.MANIFEST))
+        except CheckpointError:  # gone or unreadable: fall back to the manifests themselves
+            manifest = None
+        if protocol.manifest_problem(manifest, step) is None:
+            return step
+    found = protocol.committed(storage, uri)
+    return found[0][0] if found else None

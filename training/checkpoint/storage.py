@@ -11,6 +11,8 @@ Conventions shared by both implementations:
 - reading a missing object raises `ObjectNotFoundError`; every other failure raises
   `StorageError` naming the URI, with the client or OS error chained;
 - writes are atomic: a reader sees the old object or the new one, never a partial one;
+- local writes and uploads are durable (fsynced); downloads are atomic but not fsynced, since a
+  downloaded file is a local copy that can be fetched again (and checkpoints re-verify it);
 - deletes are idempotent, so a retried retention pass is harmless.
 
 S3 credentials come only from the environment or the standard boto3 chain.
@@ -200,7 +202,7 @@ class LocalStorage(Storage):
     def download_file(self, uri: str, local: str | os.PathLike[str]) -> None:
         """Copy the file at `uri` to a local path atomically."""
         with _local_errors(f"download {uri} to {local}"):
-            _atomic_copy(_regular_file(local_path(uri)), Path(local))
+            _atomic_copy(_regular_file(local_path(uri)), Path(local), durable=False)
 
     def delete(self, uri: str) -> None:
         """Remove the file if it exists; a directory is refused (use `delete_prefix`)."""
@@ -324,9 +326,8 @@ class S3Storage(Storage):
     def download_file(self, uri: str, local: str | os.PathLike[str]) -> None:
         """Download (ranged GETs in parallel for large objects) to a temp file, then rename it."""
         bucket, key = self._object(uri)
-        with self._errors(f"download {uri} to {local}", uri), _atomic_target(Path(local)) as tmp:
-            with open(tmp, "xb") as f:
-                self._client.download_fileobj(bucket, key, f, Config=self._transfer)
+        with self._errors(f"download {uri} to {local}", uri), _atomic_target(Path(local), durable=False) as tmp:
+            self._client.download_file(bucket, key, os.fspath(tmp), Config=self._transfer)
 
     def delete(self, uri: str) -> None:
         """DeleteObject, which succeeds whether or not the key exists."""
@@ -456,22 +457,24 @@ def _local_keys(root: Path) -> list[str]:
 
 
 @contextmanager
-def _atomic_target(target: Path) -> Iterator[Path]:
-    """Yield a fresh temp path beside `target`; on success fsync it and rename it onto `target`."""
+def _atomic_target(target: Path, durable: bool = True) -> Iterator[Path]:
+    """Yield a fresh temp path beside `target`; on success (fsync it and) rename it onto `target`."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name[:200]}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
     try:
         yield tmp
-        _fsync_file(tmp)
+        if durable:
+            _fsync_file(tmp)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(target.parent)
+    if durable:
+        _fsync_dir(target.parent)
 
 
-def _atomic_copy(source: Path, target: Path) -> None:
+def _atomic_copy(source: Path, target: Path, durable: bool = True) -> None:
     """Copy `source` to `target` so that `target` is never seen half-written."""
-    with _atomic_target(target) as tmp:
+    with _atomic_target(target, durable) as tmp:
         shutil.copyfile(source, tmp)
 
 
