@@ -42,9 +42,9 @@ from training.checkpoint.storage import LocalStorage, S3Options, Storage, join_u
 
 MiB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Fail fast while the server is down: one retry, short timeouts.
-FAST_S3 = S3Options(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=4, max_attempts=2,
-                    connect_timeout=1, read_timeout=5)
+# Fail fast while the server is down: few retries, a short connect timeout.
+FAST_S3 = S3Options(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=4, max_attempts=3,
+                    connect_timeout=1, read_timeout=30)  # a just-restarted server on a loaded machine can be slow
 FAULTS = 20
 
 

@@ -159,13 +159,20 @@ def stop_agents(run: LocalRun, grace_s: float) -> None:
         handle.close()
 
 
-def poll_agents(run: LocalRun) -> int | None:
-    """None while all agents run; 0 when all succeeded; the first failing exit code otherwise."""
+def poll_agents(run: LocalRun, settle_s: float = 10.0) -> int | None:
+    """None while all agents run; 0 when all succeeded; otherwise the job's exit code.
+
+    When one agent fails, the others get `settle_s` to exit too, and the most telling code wins
+    (a configuration error over a peer that only saw its rendezvous close), as on Kubernetes."""
+    from training.agent import exit_code_for
+
     codes = [agent.poll() for agent in run.agents]
-    failed = [c for c in codes if c not in (None, 0)]
-    if failed:
-        return failed[0]
-    return 0 if all(c == 0 for c in codes) else None
+    if not any(c not in (None, 0) for c in codes):
+        return 0 if all(c == 0 for c in codes) else None
+    deadline = time.monotonic() + settle_s
+    while any(agent.poll() is None for agent in run.agents) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return exit_code_for({agent.poll() for agent in run.agents} - {None, 0})
 
 
 def tail_of_logs(run: LocalRun, lines: int = 15) -> str:
