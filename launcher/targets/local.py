@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from launcher.errors import SubmitError
 from launcher.resolve import job_json, resolve_job
 from launcher.spec import JobSpec
 from training.config import BatchLayout
+from training.distributed import free_port
 
 RUNS_DIR = "runs"
 RENDEZVOUS_TIMEOUT_S = 120
@@ -86,12 +86,6 @@ def prepare(spec: JobSpec, layout: BatchLayout, runs_dir: str = RUNS_DIR) -> Loc
     tmp.write_text(job_json(resolve_job(spec, layout, str(run_dir))), encoding="utf-8")
     tmp.replace(job_file)
     return LocalRun(spec=spec, run_dir=run_dir, job_file=job_file)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def agent_command(run: LocalRun, node: int, port: int) -> list[str]:

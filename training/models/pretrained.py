@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
-CACHE_DIR = Path(os.environ.get("DLAUNCH_CACHE", Path.home() / ".cache" / "dlaunch"))
+from training.data.sources import CACHE_DIR
 
 
 def resolve_pretrained(uri: str, endpoint_url: str | None = None) -> Path:
