@@ -408,23 +408,6 @@ def test_wrapper_returning_a_tensor_exports_to_both_formats(tmp_path: Path) -> N
     assert verify_torchscript(export_torchscript(model, batch(), tmp_path / "m.pt"), model, batch(size=4, seed=7)) <= 1e-4
 
 
-def test_int8_onnx_is_quantized_by_onnxruntime(tmp_path: Path) -> None:
-    import onnx
-
-    model = tiny_bert(layers=2, hidden=64)
-    with pytest.raises(ExportError, match="int8=True"):
-        export_onnx(quantize_dynamic_int8(model), batch(), tmp_path / "direct.onnx")
-    float_path = export_onnx(model, batch(), tmp_path / "f.onnx")
-    int8_path = export_onnx(model, batch(), tmp_path / "q.onnx", int8=True)
-    ops = {node.op_type for node in onnx.load(str(int8_path)).graph.node}
-    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
-    assert bm.file_bytes(int8_path) < bm.file_bytes(float_path) / 2
-    inputs = batch(size=4, seed=9)
-    float_logits = run_onnx(onnx_session(float_path), inputs)
-    int8_logits = run_onnx(onnx_session(int8_path), inputs)
-    assert np.abs(int8_logits - float_logits).max() < 0.05 * np.abs(float_logits).max()
-
-
 def test_export_checks_refuse_bad_requests_and_report_mismatches(tmp_path: Path) -> None:
     model = tiny_bert(layers=1)
     with pytest.raises(ValueError, match="opset >= 17"):

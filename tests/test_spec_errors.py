@@ -134,6 +134,8 @@ CASES = [
          "training.tracking.wandb.mode", "'auto'"),
     Case("export-unknown", with_change("training.compression", {"export": ["tflite"]}),
          "training.compression.export.0", "'onnx' or 'torchscript'"),
+    Case("keep-float-negative", with_change("training.compression", {"quantize": {"keep_float_layers": -1}}),
+         "training.compression.quantize.keep_float_layers", "greater than or equal to 0"),
     Case("secret-in-env", with_change("kubernetes", {"env": {"AWS_SECRET_ACCESS_KEY": "abc"}}),
          "kubernetes.env", "kubernetes.secrets"),
     Case("namespace-invalid", with_change("kubernetes", {"namespace": "ML_Team"}), "kubernetes.namespace",

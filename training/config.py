@@ -228,6 +228,10 @@ class DistillConfig(StrictModel):
 
 class QuantizeConfig(StrictModel):
     method: Literal["dynamic-int8"] = "dynamic-int8"
+    # Leave the N Linear layers whose lone quantization moves the validation outputs most in float
+    # (measured on `calibration_samples` validation texts after training).
+    keep_float_layers: int = Field(default=0, ge=0, le=64)
+    calibration_samples: int = Field(default=512, ge=8, le=100_000)
 
 
 class CompressionConfig(StrictModel):

@@ -130,8 +130,9 @@ def compress_after_training(ctx: TrainContext) -> None:
     import tempfile
 
     from training.checkpoint.storage import join_uri, storage_for
-    from training.compress.pipeline import example_inputs, export_model
+    from training.compress.pipeline import calibration_batches, example_inputs, export_model, float_layers_to_keep
     from training.models.restore import load_trained_model
+    from training.tasks import read_splits
 
     compression = ctx.job.training.compression
     if compression is None or not (compression.quantize or compression.export):
@@ -144,9 +145,16 @@ def compress_after_training(ctx: TrainContext) -> None:
         trained = load_trained_model(join_uri(ctx.job_root, "checkpoints"), Path(tmp), endpoint)
         inputs = example_inputs(trained.tokenizer, trained.info)
         storage = storage_for(ctx.job_root, endpoint_url=endpoint)
+        keep_float: list[str] = []
+        if compression.quantize and compression.quantize.keep_float_layers:
+            _, validation = read_splits(ctx.job, with_labels=False)
+            texts = [doc.text for doc in validation[:compression.quantize.calibration_samples]]
+            keep_float = float_layers_to_keep(trained.model, calibration_batches(trained.tokenizer, trained.info, texts),
+                                              compression.quantize.keep_float_layers)
+            ctx.tracker.log("quantize", step=trained.step, keep_float=keep_float, calibration_samples=len(texts))
         for fmt in compression.export or ["torchscript"]:
             for quantized in variants:
-                result = export_model(trained.model, inputs, fmt, Path(tmp) / "out", quantized)
+                result = export_model(trained.model, inputs, fmt, Path(tmp) / "out", quantized, keep_float)
                 uri = join_uri(ctx.job_root, "artifacts", f"step-{trained.step}", result.path.name)
                 storage.upload_file(result.path, uri)
                 ctx.tracker.log("artifact", step=trained.step, uri=uri, format=fmt, quantized=quantized,

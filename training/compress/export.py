@@ -7,9 +7,9 @@ ONNX uses the legacy TorchScript-based exporter (`torch.onnx.export(..., dynamo=
 transformers 5 and torch 2.13 it exports BERT-style models with dynamic batch and sequence axes
 and matches PyTorch to ~1e-7, and it needs only `onnx`, while the dynamo exporter also needs
 `onnxscript`. torch.onnx cannot export torch.ao's int8 modules (quantized::linear_dynamic has
-no ONNX symbolic), so the int8 ONNX model is the float export quantized by onnxruntime
-(`export_onnx(..., int8=True)`); it is a different int8 rounding of the same weights, so compare
-its predictions, not its logits, with the PyTorch int8 model.
+no ONNX symbolic), so an int8 model (or `export_onnx(float_model, ..., int8=True)`) is written
+by `onnx_int8.export_int8_onnx`: the float graph with each int8 layer replaced by standard ONNX
+ops (`MatMulInteger` etc.) that reproduce PyTorch's int8 kernels with the same int8 weights.
 
 TorchScript uses `torch.jit.trace`, which records torch.ao's int8 kernels as they are, so the
 int8 TorchScript file reproduces the PyTorch int8 model exactly (load it under the same
@@ -19,7 +19,6 @@ quantized engine it was made with).
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Mapping
@@ -101,27 +100,29 @@ def export_onnx(
     opset: int = MIN_OPSET,
     int8: bool = False,
 ) -> Path:
-    """Write `model` (float) as ONNX with dynamic batch and sequence axes; `int8` also quantizes it.
+    """Write `model` as ONNX with dynamic batch and sequence axes; `int8` quantizes a float model first.
 
-    The graph's inputs are named after `example_inputs`' keys and its output is `logits`.
+    `model` may be float or a torch.ao dynamic-int8 model (`quantize_dynamic_int8`); an int8
+    model's ONNX copy computes what PyTorch's int8 kernels compute (see `onnx_int8`). The graph's
+    inputs are named after `example_inputs`' keys and its output is `logits`.
     """
     _require_onnx()
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is below the supported minimum (LayerNormalization is one op from "
                          f"opset 17 on): use opset >= {MIN_OPSET}")
-    if _is_torch_ao_quantized(model):
-        raise ExportError(
-            "torch.onnx cannot export torch.ao int8 modules: export the float model with "
-            "export_onnx(float_model, ..., int8=True), which quantizes the ONNX graph with onnxruntime"
-        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if int8:
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            float_path = export_onnx(model, example_inputs, Path(tmp) / "float.onnx", opset)
-            from training.compress.quantize import quantize_onnx_dynamic_int8
+    if int8 and not _is_torch_ao_quantized(model):
+        from training.compress.quantize import quantize_dynamic_int8
 
-            return quantize_onnx_dynamic_int8(float_path, path)
+        model = quantize_dynamic_int8(model)
+    if _is_torch_ao_quantized(model):
+        from training.compress.onnx_int8 import export_int8_onnx
+
+        try:
+            return export_int8_onnx(model, path, lambda twin, target: _export_float_onnx(twin, example_inputs, target, opset))
+        except ValueError as e:
+            raise ExportError(f"cannot write this int8 model as ONNX: {e}") from e
     _export_float_onnx(model, example_inputs, path, opset)
     return path
 

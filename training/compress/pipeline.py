@@ -35,20 +35,37 @@ def example_inputs(tokenizer: Any, info: dict[str, Any], texts: list[str] | None
     return {"input_ids": batch["input_ids"]}
 
 
-def export_model(model: Any, inputs: dict[str, Any], fmt: str, out: Path, quantize: bool) -> ExportResult:
-    """Write one artifact and check it: logits within 1e-4 for fp32, predictions for int8 ONNX."""
+def calibration_batches(tokenizer: Any, info: dict[str, Any], texts: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
+    """`texts` tokenized as the model takes them, in batches (for `layer_sensitivity`)."""
+    if tokenizer is None:
+        raise ValueError("this checkpoint has no tokenizer to encode calibration texts with")
+    return [example_inputs(tokenizer, info, texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+
+
+def float_layers_to_keep(model: Any, batches: list[dict[str, Any]], count: int) -> list[str]:
+    """The `count` Linear layers whose lone int8 quantization changes the outputs on `batches` most."""
+    from training.compress.quantize import layer_sensitivity, most_sensitive_layers
+
+    return most_sensitive_layers(layer_sensitivity(model, batches), count) if count else []
+
+
+def export_model(model: Any, inputs: dict[str, Any], fmt: str, out: Path, quantize: bool,
+                 keep_float: list[str] | None = None) -> ExportResult:
+    """Write one artifact and check it: logits within 1e-4 for fp32, predictions for int8 ONNX.
+
+    `keep_float` names Linear layers the int8 model leaves float (see `float_layers_to_keep`)."""
     from training.compress import export as exporters
     from training.compress.benchmark import agreement, onnx_logits_fn, torch_logits_fn
     from training.compress.quantize import quantize_dynamic_int8
 
     path = out if out.suffix else out / f"model{'-int8' if quantize else ''}{EXPORT_SUFFIX[fmt]}"
+    target = quantize_dynamic_int8(model, keep_float=keep_float or ()) if quantize else model
     if fmt == "onnx":
-        exporters.export_onnx(model, inputs, path, int8=quantize)
+        exporters.export_onnx(target, inputs, path)
         if not quantize:
             return ExportResult(fmt, False, path, exporters.verify_onnx(path, model, inputs), None)
-        reference = torch_logits_fn(quantize_dynamic_int8(model))(inputs).argmax(-1)
+        reference = torch_logits_fn(target)(inputs).argmax(-1)
         exported = onnx_logits_fn(path)(inputs).argmax(-1)
         return ExportResult(fmt, True, path, None, agreement(reference.numpy(), exported.numpy()))
-    target = quantize_dynamic_int8(model) if quantize else model
     exporters.export_torchscript(target, inputs, path)
     return ExportResult(fmt, quantize, path, exporters.verify_torchscript(path, target, inputs), None)

@@ -13,8 +13,12 @@ modules as the post-training path (with per-tensor weight scales). It runs on CP
 
 torch 2.13 still ships `torch.ao.quantization` but marks it deprecated (the successor is the
 separate `torchao` package); these functions silence that notice and raise with the fix when a
-future torch no longer has the API. ONNX models are quantized with onnxruntime's own dynamic
-quantizer (`quantize_onnx_dynamic_int8`), since torch.onnx cannot export torch.ao int8 modules.
+future torch no longer has the API. `training.compress.onnx_int8` writes the int8 model as ONNX.
+
+Selective quantization: `layer_sensitivity` quantizes each Linear alone on calibration data and
+ranks the layers by how much the output distribution moves; `quantize_dynamic_int8(keep_float=...)`
+then leaves the worst few float (BERT-style encoders have a feed-forward projection whose input
+outliers a per-tensor 7-bit range cannot resolve).
 """
 
 from __future__ import annotations
@@ -23,9 +27,8 @@ import contextlib
 import copy
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -118,19 +121,73 @@ def _dynamic_mapping(include_embeddings: bool, per_channel: bool = True) -> tupl
 
 
 def quantize_dynamic_int8(model: nn.Module, include_embeddings: bool = True, engine: str = DEFAULT_ENGINE,
-                          per_channel: bool = True) -> nn.Module:
+                          per_channel: bool = True, keep_float: Iterable[str] = ()) -> nn.Module:
     """An int8 copy of a float model for CPU inference (the input model is left unchanged).
 
     Linear layers get int8 weights (one scale per output channel, or per tensor) and dynamically
     quantized activations (7-bit on the x86/fbgemm and oneDNN engines, PyTorch's default); with
-    `include_embeddings` the embedding tables become weight-only uint8 (per-row scales). The
+    `include_embeddings` the embedding tables become weight-only uint8 (per-row scales). Layers
+    named in `keep_float` (module names, e.g. from `most_sensitive_layers`) stay float. The
     `engine` packs the weights; load a saved copy under the same engine to get identical outputs.
     """
     qconfigs, mapping = _dynamic_mapping(include_embeddings, per_channel)
     tq = _torch_ao()
     float_model = copy.deepcopy(model).float().eval()
+    keep = set(keep_float)
+    unknown = keep - {name for name, _ in float_model.named_modules()}
+    if unknown:
+        raise ValueError(f"keep_float names modules the model does not have: {sorted(unknown)}")
+    spec = {name: qconfigs[type(module)] for name, module in float_model.named_modules()
+            if type(module) in qconfigs and name not in keep}
     with quantized_engine(engine), _quiet_torch_ao():
-        return tq.quantize_dynamic(float_model, qconfigs, dtype=torch.qint8, mapping=mapping)
+        return tq.quantize_dynamic(float_model, spec, dtype=torch.qint8, mapping=mapping)
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    """How much quantizing one Linear layer alone changes a model's output distribution."""
+
+    name: str
+    kl: float  # mean KL(float softmax || int8 softmax) per example (per position for an LM)
+    agreement: float  # share of examples (positions) whose argmax is unchanged
+
+
+def layer_sensitivity(model: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]],
+                      engine: str = DEFAULT_ENGINE, per_channel: bool = True) -> list[LayerSensitivity]:
+    """Quantize each Linear layer on its own and measure the change on `batches`, most sensitive first.
+
+    Use held-out calibration data (a validation split), not the data the result is reported on.
+    A few layers usually stand out: in BERT-style encoders the feed-forward output projection of
+    an early layer sees activation outliers that a per-tensor 7-bit range cannot resolve.
+    """
+    from training.compress.export import logits_of
+
+    model = copy.deepcopy(model).float().eval()
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ValueError("the model has no nn.Linear layers to quantize")
+    with torch.inference_mode():
+        reference = [torch.log_softmax(logits_of(model(**batch)).float(), -1) for batch in batches]
+    results = []
+    for name in linears:
+        single = quantize_dynamic_int8(model, include_embeddings=False, engine=engine, per_channel=per_channel,
+                                       keep_float=[other for other in linears if other != name])
+        kl_total = agree = count = 0.0
+        with torch.inference_mode(), quantized_engine(engine):
+            for batch, ref in zip(batches, reference):
+                out = torch.log_softmax(logits_of(single(**batch)).float(), -1)
+                kl_total += float(torch.nn.functional.kl_div(out, ref, log_target=True, reduction="sum"))
+                agree += float((out.argmax(-1) == ref.argmax(-1)).sum())
+                count += ref[..., 0].numel()  # examples, or token positions of an LM
+        results.append(LayerSensitivity(name, kl_total / count, agree / count))
+    return sorted(results, key=lambda r: -r.kl)
+
+
+def most_sensitive_layers(sensitivities: Sequence[LayerSensitivity], count: int) -> list[str]:
+    """Names of the `count` layers whose lone quantization changes the output most (to keep in float)."""
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    return [s.name for s in sorted(sensitivities, key=lambda r: -r.kl)[:count]]
 
 
 def prepare_qat_int8(model: nn.Module, include_embeddings: bool = True) -> nn.Module:
@@ -229,24 +286,3 @@ def _quantized_tensor_bytes(tensor: torch.Tensor) -> int:
         return payload + 16
     scales, zero_points = tensor.q_per_channel_scales(), tensor.q_per_channel_zero_points()
     return payload + scales.numel() * scales.element_size() + zero_points.numel() * zero_points.element_size()
-
-
-def quantize_onnx_dynamic_int8(source: str | Path, target: str | Path, include_embeddings: bool = True,
-                               per_channel: bool = True) -> Path:
-    """Write an int8 copy of a float ONNX model with onnxruntime's dynamic quantizer.
-
-    MatMul weights become int8 (activations quantized to 8 bits at run time); with
-    `include_embeddings` the Gather tables (embeddings) are quantized too. Its rounding differs
-    from torch.ao's (8-bit vs 7-bit activations, other weight scales), so the two int8 models
-    agree on most but not all predictions of a model with small decision margins.
-    """
-    try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError as e:
-        raise ImportError("onnxruntime is needed to quantize ONNX models: pip install 'dlaunch[compress]'") from e
-    ops = ["MatMul"] + (["Gather"] if include_embeddings else [])
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=per_channel,
-                     op_types_to_quantize=ops)
-    return target
