@@ -6,8 +6,17 @@ import copy
 from pathlib import Path
 from typing import Any, Callable
 
+import os
+
 import pytest
 import yaml
+from hypothesis import settings
+
+# Property tests draw the same examples on every run, so CI never fails on a case nobody has seen
+# locally. HYPOTHESIS_PROFILE=explore draws fresh random ones on each run to hunt for bugs.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 from launcher.cli import main
 
