@@ -34,6 +34,10 @@ def test_ray_backend_matches_deepspeed_backend_bit_for_bit(tmp_path: Path, stage
         events = run_job(tmp_path, spec)
         curves[backend] = losses(events) + [e["eval_loss"] for e in events if e["event"] == "eval"]
     assert curves["ray"] == curves["deepspeed"]
+    # each worker line is in its rank log once (Ray Train's print patch would write it twice)
+    rank_log = (tmp_path / "runs" / f"ray-{precision}" / "logs" / "rank-0.log").read_text()
+    lines = [line for line in rank_log.splitlines() if line.startswith("[dlaunch] {")]
+    assert len(lines) > 5 and len(set(lines)) == len(lines) and rank_log.count('"event": "start"') == 1
 
 
 def test_ray_zero0_uses_ddp_and_stays_within_two_percent(tmp_path: Path) -> None:

@@ -23,12 +23,15 @@ log = logging.getLogger("training.ray_entry")
 def start_ray(world_size: int) -> None:
     import ray
 
+    # Ray Train patches print() in its workers to tee into its logger, which writes to stderr; a
+    # worker's stdout and stderr both go to its rank log, so every printed line would appear twice.
+    runtime_env = {"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}
     address = os.environ.get("RAY_ADDRESS")
     if address:
         log.info("connecting to the Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
     else:
-        ray.init(num_cpus=world_size + 1, include_dashboard=False, log_to_driver=True,
+        ray.init(num_cpus=world_size + 1, include_dashboard=False, log_to_driver=True, runtime_env=runtime_env,
                  configure_logging=False, _temp_dir=os.environ.get("DLAUNCH_RAY_TMP"))
 
 
