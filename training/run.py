@@ -130,7 +130,7 @@ def compress_after_training(ctx: TrainContext) -> None:
     import tempfile
 
     from training.checkpoint.storage import join_uri, storage_for
-    from training.compress.pipeline import calibration_batches, example_inputs, export_model, float_layers_to_keep
+    from training.compress.pipeline import example_inputs, export_model, float_layers_to_keep
     from training.models.restore import load_trained_model
     from training.tasks import read_splits
 
@@ -149,8 +149,7 @@ def compress_after_training(ctx: TrainContext) -> None:
         if compression.quantize and compression.quantize.keep_float_layers:
             _, validation = read_splits(ctx.job, with_labels=False)
             texts = [doc.text for doc in validation[:compression.quantize.calibration_samples]]
-            keep_float = float_layers_to_keep(trained.model, calibration_batches(trained.tokenizer, trained.info, texts),
-                                              compression.quantize.keep_float_layers)
+            keep_float = float_layers_to_keep(trained, texts, compression.quantize.keep_float_layers)
             ctx.tracker.log("quantize", step=trained.step, keep_float=keep_float, calibration_samples=len(texts))
         for fmt in compression.export or ["torchscript"]:
             for quantized in variants:

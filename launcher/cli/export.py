@@ -25,7 +25,7 @@ def command(checkpoint_uri: str, fmt: str, quantize: str | None, keep_float_laye
     """Export CHECKPOINT_URI (<uri>/<job>/checkpoints for the newest, or .../step-<N>) and check the result
     against PyTorch (logits within 1e-4; int8 ONNX: prediction agreement)."""
     from launcher.errors import DlaunchError
-    from training.compress.pipeline import calibration_batches, example_inputs, export_model, float_layers_to_keep
+    from training.compress.pipeline import example_inputs, export_model, float_layers_to_keep
     from training.data.sources import read_documents
     from training.models.restore import load_trained_model
 
@@ -42,8 +42,7 @@ def command(checkpoint_uri: str, fmt: str, quantize: str | None, keep_float_laye
             keep_float: list[str] = []
             if keep_float_layers:
                 texts = [doc.text for doc in read_documents(calibration)[:calibration_samples]]
-                batches = calibration_batches(trained.tokenizer, trained.info, texts)
-                keep_float = float_layers_to_keep(trained.model, batches, keep_float_layers)
+                keep_float = float_layers_to_keep(trained, texts, keep_float_layers)
                 click.echo(f"kept float (most sensitive on {len(texts)} calibration texts): {', '.join(keep_float)}")
             result = export_model(trained.model, inputs, fmt, out, quantize == "int8", keep_float)
     except (ValueError, FileNotFoundError) as exc:

@@ -35,18 +35,18 @@ def example_inputs(tokenizer: Any, info: dict[str, Any], texts: list[str] | None
     return {"input_ids": batch["input_ids"]}
 
 
-def calibration_batches(tokenizer: Any, info: dict[str, Any], texts: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
-    """`texts` tokenized as the model takes them, in batches (for `layer_sensitivity`)."""
-    if tokenizer is None:
-        raise ValueError("this checkpoint has no tokenizer to encode calibration texts with")
-    return [example_inputs(tokenizer, info, texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
-
-
-def float_layers_to_keep(model: Any, batches: list[dict[str, Any]], count: int) -> list[str]:
-    """The `count` Linear layers whose lone int8 quantization changes the outputs on `batches` most."""
+def float_layers_to_keep(trained: Any, texts: list[str], count: int, batch_size: int = 32) -> list[str]:
+    """The `count` Linear layers of a `TrainedModel` whose lone int8 quantization changes its outputs
+    on the calibration `texts` most (tokenized as the model takes them)."""
     from training.compress.quantize import layer_sensitivity, most_sensitive_layers
 
-    return most_sensitive_layers(layer_sensitivity(model, batches), count) if count else []
+    if not count:
+        return []
+    if trained.tokenizer is None:
+        raise ValueError("this checkpoint has no tokenizer to encode calibration texts with")
+    batches = [example_inputs(trained.tokenizer, trained.info, texts[i:i + batch_size])
+               for i in range(0, len(texts), batch_size)]
+    return most_sensitive_layers(layer_sensitivity(trained.model, batches), count)
 
 
 def export_model(model: Any, inputs: dict[str, Any], fmt: str, out: Path, quantize: bool,
