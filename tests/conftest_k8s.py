@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 CHART = REPO / "helm" / "dlaunch"
-SCHEMAS = REPO.parent / "shared" / "schemas"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"  # vendored upstream CRDs, see schemas/README.md
 INSTALL_HELM = REPO / "scripts" / "install_helm.sh"
 # Set DLAUNCH_UPDATE_GOLDEN=1 to rewrite golden files (and the chart's default job) after an
 # intended change; review the diff before committing.

@@ -64,7 +64,7 @@ def test_init_never_overwrites_without_force(run_cli, tmp_path) -> None:
 
 
 def test_reference_spec_is_accepted(run_cli) -> None:
-    result = run_cli("validate", str(REPO.parent / "shared" / "cluster.reference.yaml"))
+    result = run_cli("validate", str(REPO / "docs" / "cluster.reference.yaml"))
     assert result.code == 0, result.err
 
 
