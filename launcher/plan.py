@@ -33,7 +33,7 @@ from typing import Any
 from launcher.errors import PlanError
 from launcher.gpus import GiB, device_memory_bytes, device_name
 from launcher.quantity import format_bytes, parse_quantity
-from launcher.spec import JobSpec
+from launcher.spec import JobSpec, batch_problems, divisors
 from training.config import BatchLayout, ModelConfig, TrainingConfig
 from training.models.presets import PRESETS
 
@@ -50,11 +50,6 @@ ELEMENT_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 SEQ_STEP = 64
 GATED_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3",
                                "olmo", "olmo2", "granite", "cohere"})
-
-
-def divisors(n: int) -> list[int]:
-    small = [d for d in range(1, int(n**0.5) + 1) if n % d == 0]
-    return sorted(set(small + [n // d for d in small]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,11 +259,46 @@ def read_pretrained_config(uri: str) -> dict[str, Any]:
     where = join_uri(uri, "config.json")
     try:
         return json.loads(storage_for(uri).read_bytes(where))
-    except (CheckpointError, OSError) as e:
+    except (CheckpointError, OSError, *_s3_client_errors(uri)) as e:
+        missing = _missing_credentials(e)
+        if missing is not None:
+            raise PlanError(f"training.model.pretrained: counting the model's parameters means reading {where}, "
+                            f"which needs S3 credentials: {missing}. {CREDENTIALS_HINT}") from e
         raise PlanError(f"training.model.pretrained: cannot read {where} to count the model's parameters "
                         f"({e}); point it at a directory holding a transformers config.json") from e
     except json.JSONDecodeError as e:
         raise PlanError(f"training.model.pretrained: {where} is not valid JSON ({e})") from e
+
+
+CREDENTIALS_HINT = (
+    "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for an S3-compatible store), or "
+    "AWS_PROFILE. Without credentials, fix the layout (set training.batch.micro and a training.zero.stage "
+    "other than auto): `render` and `submit --dry-run` then lay the batch out without reading the model"
+)
+
+
+def _s3_client_errors(uri: str) -> tuple[type[Exception], ...]:
+    """botocore's own errors, for an s3:// URI: building the client can raise them unwrapped
+    (partial credentials in the environment)."""
+    if not uri.startswith("s3://"):
+        return ()
+    from botocore.exceptions import BotoCoreError
+
+    return (BotoCoreError,)
+
+
+def _missing_credentials(error: BaseException) -> str | None:
+    """botocore's message when `error` was caused by absent or partial S3 credentials, else None."""
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, NoCredentialsError):
+            return "none were found"
+        if isinstance(cause, PartialCredentialsError):
+            return f"only some were found ({cause})"
+        cause = cause.__cause__
+    return None
 
 
 def _build_pretrained(directory: Path, model: ModelConfig) -> Any:
@@ -843,23 +873,14 @@ class Plan:
 
 
 def _per_rank_batch(spec: JobSpec) -> int:
-    """Sequences per rank per step; errors name the field and the values that would work."""
-    batch, dp = spec.training.batch, spec.world_size
-    if batch.global_ % dp:
-        lower = batch.global_ // dp * dp
-        suggestion = f"{lower} or {lower + dp}" if lower else f"{dp}"
-        raise PlanError(
-            f"training.batch.global ({batch.global_}) must be divisible by the data-parallel size {dp} "
-            f"(nodes {spec.resources.nodes} x {spec.resources.procs_per_node} workers); try {suggestion}"
-        )
-    per_rank = batch.global_ // dp
-    if batch.micro is not None and per_rank % batch.micro:
-        valid = ", ".join(str(d) for d in divisors(per_rank))
-        raise PlanError(
-            f"training.batch.micro ({batch.micro}) must divide global / data-parallel = "
-            f"{batch.global_} / {dp} = {per_rank}; valid micro-batches: {valid}"
-        )
-    return per_rank
+    """Sequences per rank per step; errors name the field and the values that would work.
+
+    `validate` refuses these specs already (`launcher.spec.batch_problems`); this guards specs
+    built in code.
+    """
+    for problem in batch_problems(spec):
+        raise PlanError(f"{problem.path} ({problem.value}) {problem.message}; {problem.hint}")
+    return spec.training.batch.global_ // spec.world_size
 
 
 def allowed_options(spec: JobSpec) -> tuple[Option, ...]:
@@ -1004,8 +1025,51 @@ def plan_job(spec: JobSpec) -> Plan:
     return plan
 
 
+def _fixed_because(spec: JobSpec) -> str | None:
+    """Why the layout does not depend on the model's size, or None when the planner chooses by memory."""
+    r, training = spec.resources, spec.training
+    if training.batch.micro is not None and training.zero.stage != "auto":
+        return "training.batch.micro and training.zero.stage fix the layout"
+    if device_memory_bytes(r.gpu_type, r.gpu_memory_gb) is None:
+        return "no device memory is known (resources.gpu_type / gpu_memory_gb), so nothing is chosen by memory"
+    return None
+
+
+def fixed_layout(spec: JobSpec) -> BatchLayout | None:
+    """The layout `plan_job` would choose, when it does not depend on the model's size; else None.
+
+    The same choice as `_unchecked_plan` and `choose` make, minus the memory check.
+    """
+    if _fixed_because(spec) is None:
+        return None
+    per_rank = _per_rank_batch(spec)
+    micro = spec.training.batch.micro or _target_micro(per_rank)
+    return _layout(allowed_options(spec)[0], micro, per_rank, spec.world_size)
+
+
+def skipped_memory_check(spec: JobSpec) -> str | None:
+    """The note `render` (and `submit --dry-run`) print when they lay the batch out without the model.
+
+    Counting a pretrained model on S3 needs credentials and the network; a GitOps pipeline that
+    renders manifests has neither. When the layout does not depend on the count, render stays
+    offline and says so; None when the model is read as usual.
+    """
+    pretrained = spec.training.model.pretrained
+    because = _fixed_because(spec)
+    if pretrained is None or not pretrained.startswith("s3://") or because is None:
+        return None
+    return (f"memory check skipped: {because}, so {pretrained}/config.json was not read; "
+            "`dlaunch plan` checks memory (with S3 credentials)")
+
+
 def plan_batch(spec: JobSpec) -> BatchLayout:
-    """The chosen layout alone (micro, grad_accum, data-parallel size, ZeRO stage, offload)."""
-    layout = plan_job(spec).layout
+    """The layout `render` uses (micro, grad_accum, data-parallel size, ZeRO stage, offload).
+
+    Offline when `skipped_memory_check` says so; otherwise the plan's chosen layout.
+    """
+    if skipped_memory_check(spec) is not None:
+        layout = fixed_layout(spec)
+    else:
+        layout = plan_job(spec).layout
     assert layout is not None
     return layout

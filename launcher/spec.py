@@ -9,12 +9,13 @@ from __future__ import annotations
 import difflib
 import glob
 import hashlib
+import ipaddress
 import json
 import os
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,9 +25,14 @@ from launcher.errors import SpecError, SpecProblem
 from launcher.gpus import GPU_MEMORY_GB
 from launcher.quantity import parse_quantity
 from launcher.yamlsource import YamlDocument, parse_yaml, read_yaml_file
-from training.config import StrictModel, TrainingConfig
+from training.config import StrictModel, TrainingConfig, deepspeed_conflicts
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# A job's name becomes a Service and a RayJob name, both DNS-1035 labels (a letter first):
+# kubernetes/kubernetes pkg/apis/core/validation `ValidateServiceName` = `NameIsDNS1035Label`
+# (apimachinery `IsDNS1035Label`), KubeRay ray-operator/controllers/ray/utils/validation.go
+# `ValidateRayJobMetadata`.
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 IMAGE_REF = re.compile(
     r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
@@ -37,6 +43,14 @@ LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 SECRET_LOOKING_ENV = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
 MAX_NAME = 40
+# Tags that registries conventionally move to each new build.
+MUTABLE_TAGS = frozenset({"latest", "main", "master", "dev", "nightly", "edge", "stable"})
+
+
+def divisors(n: int) -> list[int]:
+    """Every divisor of `n`, ascending (O(sqrt n))."""
+    small = [d for d in range(1, int(n**0.5) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
 
 
 def _check_quantity(value: Any, what: str, maximum: float) -> Any:
@@ -110,6 +124,31 @@ class SecretRefs(StrictModel):
         return value
 
 
+class NetworkPolicyConfig(StrictModel):
+    """The job's NetworkPolicy: ingress only from the job's own pods (and, for Ray, the KubeRay
+    operator on the dashboard port). `kubernetes.network_policy: false` turns it off."""
+
+    enabled: bool = True
+    # None: egress stays open (S3, W&B, the API server). A list of CIDRs: egress only to the job's
+    # own pods, cluster DNS and these networks.
+    egress: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+    @field_validator("egress")
+    @classmethod
+    def _cidrs(cls, value: list[str] | None) -> list[str] | None:
+        for cidr in value or []:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"'{cidr}' is not a network in CIDR form (e.g. 10.0.0.0/8): {exc}") from None
+        return value
+
+
 class KubernetesConfig(StrictModel):
     """Where and how pods run; only read when `target: kubernetes`."""
 
@@ -129,6 +168,7 @@ class KubernetesConfig(StrictModel):
     active_deadline: int | None = Field(default=None, ge=1, le=365 * 86400)
     ttl_after_finished: int | None = Field(default=None, ge=0, le=365 * 86400)
     termination_grace: int = Field(default=120, ge=0, le=86400)
+    network_policy: NetworkPolicyConfig = Field(default_factory=NetworkPolicyConfig)
 
     @field_validator("namespace", "queue")
     @classmethod
@@ -192,9 +232,12 @@ class JobSpec(StrictModel):
     def _dns_name(cls, value: str) -> str:
         if len(value) > MAX_NAME:
             raise ValueError(f"must be at most {MAX_NAME} characters, got {len(value)}")
-        if not DNS_LABEL.match(value):
-            raise ValueError("must be a DNS-1123 label: lowercase letters, digits and '-', starting and "
-                             "ending with a letter or digit")
+        if DNS_LABEL.match(value) and not DNS_1035_LABEL.match(value):
+            raise ValueError(f"must start with a letter: it names the job's Kubernetes Service and KubeRay "
+                             f"RayJob, which must be DNS-1035 labels (e.g. 'job-{value}' instead of '{value}')")
+        if not DNS_1035_LABEL.match(value):
+            raise ValueError("must be a DNS-1035 label: lowercase letters, digits and '-', starting with a "
+                             "letter and ending with a letter or digit")
         return value
 
     @field_validator("image")
@@ -315,6 +358,53 @@ def _local_path_problems(data: dict[str, Any], doc: YamlDocument) -> list[SpecPr
     return problems
 
 
+def batch_problems(spec: JobSpec) -> list[SpecProblem]:
+    """The global batch must split evenly over the data-parallel ranks, and the micro-batch divide each share."""
+    batch, dp, res = spec.training.batch, spec.world_size, spec.resources
+    if batch.global_ % dp:
+        lower = batch.global_ // dp * dp
+        return [SpecProblem(path="training.batch.global", value=str(batch.global_),
+                            message=f"must be divisible by the data-parallel size {dp} "
+                                    f"(nodes {res.nodes} x {res.procs_per_node} workers)",
+                            hint=f"try {lower} or {lower + dp}" if lower else f"try {dp}")]
+    per_rank = batch.global_ // dp
+    if batch.micro is not None and per_rank % batch.micro:
+        valid = ", ".join(str(d) for d in divisors(per_rank))
+        return [SpecProblem(path="training.batch.micro", value=str(batch.micro),
+                            message=f"must divide global / data-parallel = {batch.global_} / {dp} = {per_rank}",
+                            hint=f"valid micro-batches: {valid}")]
+    return []
+
+
+def deepspeed_problems(spec: JobSpec) -> list[SpecProblem]:
+    """Raw `training.deepspeed` keys that contradict the plan (see `training.config.deepspeed_conflicts`)."""
+    return [SpecProblem(path=f"training.deepspeed.{key}", message=message)
+            for key, message in deepspeed_conflicts(spec.training, spec.world_size)]
+
+
+def spec_problems(spec: JobSpec, kubernetes: bool | None = None) -> list[SpecProblem]:
+    """Every problem a schema-valid spec can have that needs neither the network nor a model file.
+
+    The one consistency check `validate`, `render` and `submit` share: `validate_document` runs it
+    on every load and `check_renderable` before every render, so a spec `validate` calls valid
+    is not refused later for a reason it could have known. `kubernetes` adds the checks for
+    Kubernetes objects (default: when the spec targets Kubernetes).
+    """
+    problems = batch_problems(spec) + deepspeed_problems(spec)
+    if spec.target == "kubernetes" if kubernetes is None else kubernetes:
+        from launcher.targets.kubernetes.checks import kubernetes_problems
+
+        problems += kubernetes_problems(spec)
+    return problems
+
+
+def _located(problem: SpecProblem, doc: YamlDocument) -> SpecProblem:
+    """The problem with the YAML line of its field (or of the nearest parent the file has)."""
+    if problem.line is not None:
+        return problem
+    return replace(problem, line=doc.line_of(tuple(problem.path.split("."))))
+
+
 def validate_document(doc: YamlDocument, source: str = "") -> LoadedSpec:
     """Validate parsed YAML into a `JobSpec`, collecting every problem before raising."""
     if not isinstance(doc.data, dict):
@@ -327,6 +417,8 @@ def validate_document(doc: YamlDocument, source: str = "") -> LoadedSpec:
         spec = JobSpec.model_validate(doc.data)
     except ValidationError as exc:
         problems = [_problem_from_error(e, doc) for e in exc.errors()] + problems
+    if spec is not None:
+        problems += [_located(p, doc) for p in spec_problems(spec)]
     if problems or spec is None:
         raise SpecError(sorted(problems, key=lambda p: p.line or 0), source)
     return LoadedSpec(spec=spec, source=source, notes=spec_notes(spec))
@@ -340,7 +432,31 @@ def spec_notes(spec: JobSpec) -> list[str]:
         notes.append("kubernetes: is ignored for target local")
     if spec.target == "local" and spec.resources.gpu_type:
         notes.append("resources.gpu_type is used for planning only; local workers run on this machine's devices")
+    if spec.target == "kubernetes" and not spec.training.checkpoint.uri.startswith("s3://"):
+        notes.append("training.checkpoint.uri is a path inside the pod: its checkpoints are lost with the pod; "
+                     "use an s3:// URI to keep them")
+    if spec.image is not None and (mutable := mutable_image_tag(spec.image)):
+        notes.append(f"image {spec.image!r} is {mutable}: nodes may run different builds of it, and a retry may "
+                     "run another build than the first attempt; pin it by digest (repo@sha256:...) or a "
+                     "release tag")
     return notes
+
+
+def mutable_image_tag(image: str) -> str | None:
+    """Why `image` may change under the same name (None for a digest or a release tag).
+
+    Pods pull with `IfNotPresent`: a digest names one build, so pulling again could only fetch
+    the same bytes; a mutable tag is what makes `Always` tempting, and the fix is the digest.
+    """
+    if "@sha256:" in image:
+        return None
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return "untagged (Kubernetes reads it as :latest)"
+    tag = last.rsplit(":", 1)[1]
+    if tag in MUTABLE_TAGS:
+        return f"tagged '{tag}', a tag that moves"
+    return None
 
 
 def load_spec(path: str | Path) -> LoadedSpec:

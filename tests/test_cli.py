@@ -14,7 +14,9 @@ from tests.conftest import REPO, base_spec
 HEAVY = ("torch", "deepspeed", "ray", "transformers", "kubernetes", "boto3", "wandb")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["validate", "examples/quickstart.yaml"]], ids=["help", "validate"])
+@pytest.mark.parametrize("args", [["--help"], ["validate", "examples/quickstart.yaml"],
+                                  ["validate", "examples/kind-quickstart.yaml"]],
+                         ids=["help", "validate", "validate-kubernetes"])
 def test_startup_imports_nothing_heavy(args: list[str]) -> None:
     code = (
         "import sys; from launcher.cli import main; rc = main(%r); "

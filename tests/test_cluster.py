@@ -23,7 +23,9 @@ from launcher.targets.kubernetes.cluster import (
 from launcher.targets.kubernetes.render import plan_for_render, render
 from launcher.targets.kubernetes.status import JobState
 from tests.fake_kube.cluster_sim import JobSim
-from tests.fake_kube.fixtures import NAMESPACE, fake_kube, k8s_spec, kubeconfig, rendered, submit  # noqa: F401
+from tests.fake_kube.fixtures import (  # noqa: F401 - fixtures
+    CHECKPOINT_URI, NAMESPACE, buckets, fake_kube, k8s_spec, kubeconfig, rendered, submit,
+)
 from tests.conftest import REPO
 from tests.fake_kube.server import FakeKubeApi
 
@@ -110,8 +112,10 @@ def test_in_a_pod_the_service_account_and_its_namespace_are_used(in_a_pod: None)
 def test_submit_applies_each_object_server_side_as_dlaunch(fake_kube: FakeKubeApi, kubeconfig: Path) -> None:
     assert submit(k8s_spec()) == 0
     patches = [r for r in fake_kube.requests if r.method == "PATCH"]
-    assert [r.path for r in patches] == [f"/api/v1/namespaces/{NAMESPACE}/configmaps/kjob-config",
-                                         f"/api/v1/namespaces/{NAMESPACE}/services/kjob", f"{JOB_PATH}/kjob"]
+    config_map, service = (f"/api/v1/namespaces/{NAMESPACE}/configmaps/kjob-config",
+                           f"/api/v1/namespaces/{NAMESPACE}/services/kjob")
+    # the objects, then the ConfigMap and Service again, now owned by the Job (whose uid they need)
+    assert [r.path for r in patches] == [config_map, service, f"{JOB_PATH}/kjob", config_map, service]
     assert all(r.query == {"fieldManager": "dlaunch", "force": "true"} for r in patches)
     job = fake_kube.get("batch/v1", "Job", "kjob", NAMESPACE)
     assert job is not None
@@ -202,12 +206,12 @@ def test_replace_deletes_the_running_job_then_creates_the_new_one(fake_kube: Fak
 
 
 def test_a_failed_job_resubmitted_resumes_from_its_latest_checkpoint(fake_kube: FakeKubeApi, kubeconfig: Path,
-                                                                     tmp_path: Path,
+                                                                     buckets: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     spec = k8s_spec()
-    spec["training"]["checkpoint"]["uri"] = str(tmp_path / "ckpt")
-    (tmp_path / "ckpt" / "kjob" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "ckpt" / "kjob" / "checkpoints" / "latest").write_text("step-75\n")
+    checkpoints = buckets / CHECKPOINT_URI.removeprefix("s3://") / "kjob" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "latest").write_text("step-75\n")
     submit(spec)
     sim = JobSim(fake_kube, NAMESPACE, "kjob")
     sim.start()
@@ -217,7 +221,7 @@ def test_a_failed_job_resubmitted_resumes_from_its_latest_checkpoint(fake_kube: 
     out = capsys.readouterr().out.splitlines()
     assert out[0] == ("replaced the previous run of job kjob: the new run resumes from its latest checkpoint, if it "
                       "has one")
-    assert out[2] == f"checkpoints: last committed step 75 ({tmp_path}/ckpt/kjob/checkpoints); the job resumes from it"
+    assert out[2] == f"checkpoints: last committed step 75 ({CHECKPOINT_URI}/kjob/checkpoints); the job resumes from it"
     assert "status" not in sim.job()
 
 
@@ -399,7 +403,8 @@ def test_dry_run_of_a_replacement_deletes_nothing(fake_kube: FakeKubeApi, kubeco
     assert sim.job()["metadata"]["uid"] == uid
 
 
-def test_submit_requests_do_not_grow_with_the_number_of_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_submit_requests_do_not_grow_with_the_number_of_nodes(monkeypatch: pytest.MonkeyPatch,
+                                                              buckets: Path) -> None:
     monkeypatch.setenv("KUBECONFIG", "")  # the benchmark points it at its own fake; restored afterwards
     module_spec = importlib.util.spec_from_file_location("submit_requests", REPO / "bench" / "submit_requests.py")
     assert module_spec is not None and module_spec.loader is not None
@@ -407,4 +412,4 @@ def test_submit_requests_do_not_grow_with_the_number_of_nodes(monkeypatch: pytes
     module_spec.loader.exec_module(bench)
     small, large = bench.count_submit_requests(2), bench.count_submit_requests(1024)
     assert small == large
-    assert small["PATCH"] == 3
+    assert small["PATCH"] == 5  # 3 objects, then the ConfigMap and Service owned by the Job

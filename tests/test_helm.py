@@ -106,8 +106,10 @@ def refreshed_defaults(text: str, values: dict[str, Any]) -> str:
 
 
 def test_chart_defaults_are_the_kind_quickstart_job() -> None:
+    """All but the Secret names: those stay empty (see test_chart_default_maps_are_empty)."""
     values_path = CHART / "values.yaml"
     expected = yaml.safe_load(render_documents(DEFAULT_JOB, "helm-values"))
+    expected["secrets"] = {name: None for name in expected["secrets"]}
     if UPDATE_GOLDEN:
         values_path.write_text(refreshed_defaults(values_path.read_text(), expected))
     assert yaml.safe_load(values_path.read_text()) == expected, (
@@ -120,10 +122,40 @@ def test_chart_default_maps_are_empty() -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     tuning = ("ray", "rendezvous")
     maps = {key: value for key, value in defaults.items() if isinstance(value, dict) and key not in tuning}
-    assert maps == {"nodeSelector": {}, "labels": {}, "env": {}, "secrets": {"s3": None, "wandb": None}}
+    assert maps == {"nodeSelector": {}, "labels": {}, "env": {}, "secrets": {"s3": None, "wandb": None},
+                    "networkPolicy": {"enabled": True, "egress": None}}
 
 
 def test_chart_default_values_satisfy_the_schema() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     jsonschema.Draft7Validator.check_schema(schema)
     jsonschema.Draft7Validator(schema).validate(yaml.safe_load((CHART / "values.yaml").read_text()))
+
+
+VARIANTS = {
+    "ray-without-ttl": ("ray", {}),
+    "deepspeed-long-grace": ("deepspeed", {"termination_grace": 300, "ttl_after_finished": None}),
+    "ray-zero-ttl": ("ray", {"ttl_after_finished": 0}),
+    "deepspeed-restricted-egress": ("deepspeed", {"network_policy": {"egress": ["10.0.0.0/8", "52.216.0.0/15"]}}),
+    "ray-restricted-egress-no-cidrs": ("ray", {"network_policy": {"egress": []}}),
+    "deepspeed-no-network-policy": ("deepspeed", {"network_policy": False}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend,kubernetes", VARIANTS.values(), ids=VARIANTS.keys())
+def test_chart_computes_defaults_as_dlaunch_does(helm_path: str, backend: str, kubernetes: dict[str, Any],
+                                                 tmp_path: Path) -> None:
+    """Values the chart derives (the Ray TTL when unset, torch elastic's shutdown window) match."""
+    from conftest_k8s import small_spec_data, spec_of
+
+    data = small_spec_data(backend)
+    data["kubernetes"].update(kubernetes)
+    data["training"]["checkpoint"] = {"uri": "s3://unit-bucket/checkpoints"}
+    spec = spec_of(data)
+    values = tmp_path / "values.yaml"
+    values.write_text(render_documents(spec, "helm-values"))
+    out = helm("template", spec.name, str(CHART), "-f", str(values))
+    assert out.returncode == 0, out.stderr
+    from_helm = by_key([doc for doc in yaml.safe_load_all(out.stdout) if doc])
+    assert from_helm == by_key([doc for doc in yaml.safe_load_all(render_documents(spec)) if doc])

@@ -19,11 +19,12 @@ import yaml
 from launcher.targets.kubernetes import logs as job_logs
 from tests.fake_kube.cluster_sim import JobSim, terminated, unschedulable, waiting
 from tests.fake_kube.fixtures import (  # noqa: F401 - fixtures
-    NAMESPACE, fake_kube, in_background, k8s_spec, kubeconfig, rendered, submit,
+    CHECKPOINT_URI, NAMESPACE, buckets, fake_kube, in_background, k8s_spec, kubeconfig, rendered, submit,
 )
 from tests.fake_kube.server import FakeKubeApi
 from tests.s3server import SeaweedS3, s3_server  # noqa: F401 - s3_server is a fixture
 
+CHECKPOINTS = f"{CHECKPOINT_URI}/kjob/checkpoints"
 GPU_SHORTAGE = ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: "
                 "3 No preemption victims found for incoming pod.")
 
@@ -41,15 +42,15 @@ class Submitted:
 
 
 @pytest.fixture
-def job(fake_kube: FakeKubeApi, kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Submitted:
+def job(fake_kube: FakeKubeApi, kubeconfig: Path, buckets: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> Submitted:
     """The 2-node spec `kjob`, written to cluster.yaml and submitted; followers poll fast."""
     monkeypatch.setattr(job_logs, "POLL_S", 0.02)
     spec = k8s_spec()
-    spec["training"]["checkpoint"]["uri"] = str(tmp_path / "ckpt")
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     assert submit(spec) == 0
-    return Submitted(spec, path, JobSim(fake_kube, NAMESPACE, "kjob"), tmp_path / "ckpt" / "kjob" / "checkpoints")
+    return Submitted(spec, path, JobSim(fake_kube, NAMESPACE, "kjob"), buckets / CHECKPOINTS.removeprefix("s3://"))
 
 
 def follow_requests(fake: FakeKubeApi) -> int:
@@ -64,10 +65,10 @@ def test_status_of_a_running_job(job: Submitted, run_cli: Any) -> None:
     assert result.code == 0, result.err
     assert result.out.splitlines() == [
         "job kjob (deepspeed, namespace dlaunch): Running (2/2 pods ready)",
-        f"checkpoints: last committed step 75 ({job.checkpoints})",
-        "RANK  POD        PHASE    NODE    RESTARTS  REASON",
-        "0     kjob-0-g0  Running  node-0  0",
-        "1     kjob-1-g0  Running  node-1  0",
+        f"checkpoints: last committed step 75 ({CHECKPOINTS})",
+        "INDEX  POD        PHASE    NODE    RESTARTS  REASON",
+        "0      kjob-0-g0  Running  node-0  0",
+        "1      kjob-1-g0  Running  node-1  0",
     ]
 
 
@@ -77,11 +78,9 @@ def test_status_names_why_pods_are_pending_in_one_line(job: Submitted, run_cli: 
                     conditions=unschedulable(GPU_SHORTAGE))
     result = run_cli("status", str(job.path))
     assert result.out.splitlines()[0] == (
-        "job kjob (deepspeed, namespace dlaunch): Pending (0/2 pods ready); rank 0: unschedulable: 0/3 nodes: "
+        "job kjob (deepspeed, namespace dlaunch): Pending (0/2 pods ready); pod 0: unschedulable: 0/3 nodes: "
         "insufficient nvidia.com/gpu (and 1 more pods)")
-    assert result.out.splitlines()[1] == (
-        f"checkpoints: no checkpoint yet, or not visible from here: a local path is read on this machine, not in "
-        f"the pods ({job.checkpoints})")
+    assert result.out.splitlines()[1] == f"checkpoints: no checkpoint yet ({CHECKPOINTS})"
 
 
 POD_PROBLEMS = {
@@ -131,12 +130,12 @@ def test_status_json_and_pod_replacements_counted_as_restarts(job: Submitted, ru
     status = json.loads(run_cli("status", str(job.path), "-o", "json").out)
     assert status == {
         "name": "kjob", "namespace": "dlaunch", "backend": "deepspeed", "phase": "Running",
-        "reason": "2/2 pods ready", "spec_hash": rendered(job.spec)[0].spec_hash(),
-        "checkpoint": {"step": None, "location": str(job.checkpoints),
-                       "detail": "no checkpoint yet, or not visible from here: a local path is read on this "
-                                 "machine, not in the pods"},
-        "pods": [{"rank": 0, "name": "kjob-0-g0", "phase": "Running", "node": "node-0", "restarts": 0, "reason": ""},
-                 {"rank": 1, "name": "kjob-1-g1", "phase": "Running", "node": "node-2", "restarts": 1, "reason": ""}],
+        "reason": "2/2 pods ready", "problem": "", "spec_hash": rendered(job.spec)[0].spec_hash(),
+        "checkpoint": {"step": None, "location": CHECKPOINTS, "detail": "no checkpoint yet"},
+        "pods": [{"index": 0, "role": "node", "name": "kjob-0-g0", "phase": "Running", "node": "node-0",
+                  "restarts": 0, "reason": ""},
+                 {"index": 1, "role": "node", "name": "kjob-1-g1", "phase": "Running", "node": "node-2",
+                  "restarts": 1, "reason": ""}],
     }
 
 
@@ -191,7 +190,8 @@ def test_logs_of_rank_0_by_default_and_of_any_rank(job: Submitted, run_cli: Any)
     job.sim.log(0, "rank 0 says hello", "step 1 loss 3.21")
     job.sim.log(1, "rank 1 says hello")
     assert run_cli("logs", str(job.path)).out.splitlines() == ["rank 0 says hello", "step 1 loss 3.21"]
-    assert run_cli("logs", str(job.path), "--rank", "1").out.splitlines() == ["rank 1 says hello"]
+    assert run_cli("logs", str(job.path), "--index", "1").out.splitlines() == ["rank 1 says hello"]
+    assert run_cli("logs", str(job.path), "--rank", "1").out.splitlines() == ["rank 1 says hello"]  # the old name
 
 
 def test_logs_of_all_ranks_are_interleaved_in_time_order(job: Submitted, run_cli: Any) -> None:
@@ -201,15 +201,15 @@ def test_logs_of_all_ranks_are_interleaved_in_time_order(job: Submitted, run_cli
     job.sim.log(0, "a1")
     job.sim.log(1, "b1")
     assert run_cli("logs", str(job.path), "--all").out.splitlines() == [
-        "[rank 0] a0", "[rank 1] b0", "[rank 0] a1", "[rank 1] b1"]
+        "[pod 0] a0", "[pod 1] b0", "[pod 0] a1", "[pod 1] b1"]
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--rank", "5"], "error: job kjob has ranks 0 to 1, not 5: pass --rank between them"),
-    ([], "error: rank 0 of job kjob has no logs yet: pod kjob-0-g0 is Pending: unschedulable: 0/3 nodes: "
+    (["--index", "5"], "error: job kjob has pods 0 to 1, not 5: pass --index between them"),
+    ([], "error: pod 0 of job kjob has no logs yet: pod kjob-0-g0 is Pending: unschedulable: 0/3 nodes: "
          "insufficient nvidia.com/gpu; `dlaunch logs --follow` waits for it"),
-    (["--rank", "1", "--all"], "Error: --rank and --all exclude each other"),
-], ids=["rank-out-of-range", "pod-not-started", "rank-and-all"])
+    (["--index", "1", "--all"], "Error: --index and --all exclude each other"),
+], ids=["index-out-of-range", "pod-not-started", "index-and-all"])
 def test_logs_errors(args: list[str], message: str, job: Submitted, run_cli: Any) -> None:
     job.sim.pod(0, phase="Pending", state=waiting("ContainerCreating"), node_name=None,
                 conditions=unschedulable(GPU_SHORTAGE))
@@ -258,8 +258,8 @@ def test_logs_all_follow_prefixes_every_rank(job: Submitted, fake_kube: FakeKube
     with in_background(play):
         result = run_cli("logs", str(job.path), "--all", "--follow")
     lines = result.out.splitlines()
-    assert [line for line in lines if line.startswith("[rank 0]")] == [f"[rank 0] step {i}" for i in range(3)]
-    assert [line for line in lines if line.startswith("[rank 1]")] == [f"[rank 1] step {i}" for i in range(3)]
+    assert [line for line in lines if line.startswith("[pod 0]")] == [f"[pod 0] step {i}" for i in range(3)]
+    assert [line for line in lines if line.startswith("[pod 1]")] == [f"[pod 1] step {i}" for i in range(3)]
     assert len(lines) == 6
 
 
@@ -297,7 +297,7 @@ def test_cancel_deletes_foreground_and_keeps_checkpoints(by_name: bool, job: Sub
     assert result.out.splitlines() == [
         "job kjob: deleting (foreground: pods stop first, each within its grace period) job.batch/kjob, "
         "service/kjob, configmap/kjob-config in namespace dlaunch",
-        f"checkpoints are kept: last committed step 75 ({job.checkpoints}); submit the same spec again to resume "
+        f"checkpoints are kept: last committed step 75 ({CHECKPOINTS}); submit the same spec again to resume "
         "from the latest",
     ]
     assert {r.query["propagationPolicy"] for r in fake_kube.requests if r.method == "DELETE"} == {"Foreground"}
@@ -392,8 +392,7 @@ def test_submit_says_what_it_applied_and_what_next(fake_kube: FakeKubeApi, kubec
     assert capsys.readouterr().out.splitlines() == [
         "job kjob submitted to namespace dlaunch (context fake): applied configmap/kjob-config, service/kjob, "
         "job.batch/kjob",
-        "checkpoints: no checkpoint yet, or not visible from here: a local path is read on this machine, not in the "
-        "pods (/nonexistent/checkpoints/kjob/checkpoints)",
+        f"checkpoints: no checkpoint yet ({CHECKPOINTS})",
         "next: dlaunch status --name kjob -n dlaunch  |  dlaunch logs --name kjob -n dlaunch --follow  |  "
         "dlaunch cancel --name kjob -n dlaunch",
     ]

@@ -333,8 +333,15 @@ def test_the_choice_is_written_into_the_resolved_job() -> None:
     assert written["training"]["zero"]["stage"] == "auto"  # the spec as written; the layout is what runs
 
 
+def spec_file_data(spec: JobSpec) -> dict[str, Any]:
+    """`spec` as a file `dlaunch plan` accepts: Kubernetes pods need CPU and memory (ample here)."""
+    data = spec.model_dump(mode="json", by_alias=True)
+    data["resources"].update(cpu=96, memory=data["resources"]["memory"] or "2000Gi")
+    return data
+
+
 def test_json_output_shape(run_cli, write_spec) -> None:
-    data = k8s_spec().model_dump(mode="json", by_alias=True)
+    data = spec_file_data(k8s_spec())
     result = run_cli("plan", str(write_spec(data)), "-o", "json")
     assert result.code == 0, result.err
     plan = json.loads(result.out)
@@ -348,15 +355,14 @@ def test_json_output_shape(run_cli, write_spec) -> None:
 
 
 def test_table_output_marks_the_choice(run_cli, write_spec) -> None:
-    result = run_cli("plan", str(write_spec(k8s_spec().model_dump(mode="json", by_alias=True))))
+    result = run_cli("plan", str(write_spec(spec_file_data(k8s_spec()))))
     assert result.code == 0, result.err
     assert "chosen: micro 1 x grad_accum 64 x data-parallel 8 = 512, ZeRO-1" in result.out
     assert "1*" in result.out
 
 
 def test_plan_prints_the_table_then_fails_when_nothing_fits(run_cli, write_spec) -> None:
-    spec = k8s_spec(gpus=1, gpu_type="A10G").model_dump(mode="json", by_alias=True)
-    result = run_cli("plan", str(write_spec(spec)))
+    result = run_cli("plan", str(write_spec(spec_file_data(k8s_spec(gpus=1, gpu_type="A10G")))))
     assert result.code == 2
     assert "ZeRO" in result.out and "why: nothing fits" in result.out
     assert "smallest change:" in result.err

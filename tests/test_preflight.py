@@ -13,7 +13,9 @@ import pytest
 
 from launcher.targets.kubernetes.preflight import PreflightError, needed_access, resource_name
 from tests.fake_kube.cluster_sim import local_queue, node, secret
-from tests.fake_kube.fixtures import NAMESPACE, fake_kube, k8s_spec, kubeconfig, rendered, submit  # noqa: F401
+from tests.fake_kube.fixtures import (  # noqa: F401 - fixtures
+    NAMESPACE, buckets, fake_kube, k8s_spec, kubeconfig, rendered, submit,
+)
 from tests.fake_kube.server import FakeKubeApi
 
 HEAD = f"pre-flight checks failed for job kjob in namespace {NAMESPACE}; nothing was created:"
@@ -57,7 +59,7 @@ FAILING = {
         k8s_spec(kubernetes={"queue": "gpu-queue"}),
         ["Kueue is not installed, but kubernetes.queue names 'gpu-queue': install Kueue (see k8s/README.md) or "
          "remove kubernetes.queue"],
-        lambda fake: fake.uninstall("kueue.x-k8s.io/v1beta1")),
+        lambda fake: (fake.uninstall("kueue.x-k8s.io/v1beta2"), fake.uninstall("kueue.x-k8s.io/v1beta1"))),
     "kueue-queue-missing": Case(
         k8s_spec(kubernetes={"queue": "gpu-queue"}),
         ["Kueue queue 'gpu-queue' does not exist in namespace 'dlaunch': create a LocalQueue named gpu-queue there "

@@ -2,7 +2,8 @@
 and a killed Ray worker is restarted by Ray and resumes from the last committed checkpoint.
 
 Verified: real Ray (TorchTrainer, CPU workers, gloo), real DeepSpeed inside Ray workers, real
-process kill. Not verified here: a KubeRay cluster (rendering of the RayJob is tested elsewhere).
+process kill. Not verified here: a KubeRay cluster (rendering of the RayJob is tested elsewhere;
+tests/e2e runs one on kind).
 """
 
 from __future__ import annotations
@@ -20,9 +21,22 @@ import yaml
 
 from tests.jobs import job_spec, losses, run_job
 
-pytestmark = pytest.mark.slow
+
+def test_committed_checkpoints_are_reported_to_ray_as_metrics_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ray checkpoint would be persisted under the run's storage path, which on KubeRay exists
+    only on the head pod: a worker pod's report raised "A local path on the head node is not
+    accessible by worker nodes". Every rank reports metrics, none a checkpoint."""
+    import ray.train
+
+    from training.engine import ray as ray_engine
+
+    calls: list[tuple[tuple, dict]] = []
+    monkeypatch.setattr(ray.train, "report", lambda *args, **kwargs: calls.append((args, kwargs)))
+    ray_engine.report_checkpoint(40, {"path": "s3://b/run/checkpoints/step-40", "eval_loss": 2.5, "best": True})
+    assert calls == [(({"step": 40, "eval_loss": 2.5},), {})]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage,precision", [(2, "fp32"), (2, "bf16")])
 def test_ray_backend_matches_deepspeed_backend_bit_for_bit(tmp_path: Path, stage: int, precision: str) -> None:
     """Same seed, data, model and ZeRO stage: the DeepSpeed engine inside Ray does the same math."""
@@ -40,6 +54,7 @@ def test_ray_backend_matches_deepspeed_backend_bit_for_bit(tmp_path: Path, stage
     assert len(lines) > 5 and len(set(lines)) == len(lines) and rank_log.count('"event": "start"') == 1
 
 
+@pytest.mark.slow
 def test_ray_zero0_uses_ddp_and_stays_within_two_percent(tmp_path: Path) -> None:
     """ZeRO-0 on Ray is plain DDP (different engine, same math up to float order)."""
     evals = {}
@@ -65,6 +80,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+@pytest.mark.slow
 def test_killed_ray_worker_is_restarted_and_resumes(tmp_path: Path) -> None:
     spec = job_spec(tmp_path, "ray-kill", max_steps=24, precision="fp32", zero={"stage": 2},
                     checkpoint={"uri": str(tmp_path / "ckpt"), "every_steps": 4, "keep_last": 2})

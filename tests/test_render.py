@@ -27,9 +27,10 @@ from launcher.spec import load_spec_text
 from launcher.targets.kubernetes.documents import render_documents
 from launcher.targets.kubernetes.pods import GPU_RESOURCE, JOB_LABEL, QUEUE_LABEL, SPEC_HASH_ANNOTATION
 from launcher.targets.kubernetes.render import (
-    RDZV_PORT, RDZV_TIMEOUTS, plan_for_render, rank_selector, render, rendezvous_host,
+    DEFAULT_RAY_TTL_S, NODE_COMMAND, RAY_VERSION, RDZV_PORT, RDZV_TIMEOUTS, plan_for_render, rank_selector, render,
+    rendezvous_host,
 )
-from training.exitcodes import CONFIG_ERROR, PREEMPTED
+from training.exitcodes import CONFIG_ERROR, POST_TRAINING_FAILED, PREEMPTED
 
 EXAMPLE_IDS = [p.stem for p in KUBERNETES_EXAMPLES]
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "WANDB_API_KEY"}
@@ -43,6 +44,11 @@ def example(request: pytest.FixtureRequest) -> Path:
 def job_pods(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Pod templates of containers that run the job's code (every pod but the Ray submitter)."""
     return {role: t for role, t in all_pod_templates(objects).items() if role != "submitter"}
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [obj for obj in objects if obj["kind"] == kind]
+    return found
 
 
 def workload(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -152,18 +158,41 @@ def test_every_pod_carries_the_spec_scheduling_and_labels(example: Path) -> None
         assert pod["automountServiceAccountToken"] is False
 
 
-def test_credentials_come_only_from_the_named_secrets(example: Path) -> None:
+def test_credentials_come_only_from_the_named_secrets_as_files(example: Path) -> None:
+    """No credential is an environment variable: each named Secret is a read-only volume, and the
+    variables only name its files (checkov CKV_K8S_35)."""
     spec = load_example(example)
-    named = {spec.kubernetes.secrets.s3, spec.kubernetes.secrets.wandb} - {None}
+    secrets = spec.kubernetes.secrets
     for role, template in all_pod_templates(render_objects(spec)).items():
-        for name, entry in env_of(template["spec"]["containers"][0]).items():
-            if name in SECRET_ENV:
-                assert "value" not in entry and entry["valueFrom"]["secretKeyRef"]["name"] in named, (role, name)
+        pod = template["spec"]
+        for container in pod["containers"]:
+            assert not [e for e in container.get("env", []) if "valueFrom" in e], (role, container["name"])
+            assert not SECRET_ENV & set(env_of(container)), (role, container["name"])
+        mounted = {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+        expected = {secrets.s3, secrets.wandb} - {None} if role != "submitter" else set()
+        assert mounted == expected, role
     for role, template in job_pods(render_objects(spec)).items():
-        env = env_of(template["spec"]["containers"][0])
-        assert ("WANDB_API_KEY" in env) == (spec.kubernetes.secrets.wandb is not None), role
-        assert ("AWS_SECRET_ACCESS_KEY" in env) == (spec.kubernetes.secrets.s3 is not None), role
+        container = template["spec"]["containers"][0]
+        env = env_of(container)
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        if secrets.s3 is not None:
+            assert env["AWS_SHARED_CREDENTIALS_FILE"]["value"] == "/etc/dlaunch/secrets/s3/credentials"
+            assert mounts["/etc/dlaunch/secrets/s3"]["readOnly"] is True
+        if secrets.wandb is not None:
+            assert env["NETRC"]["value"] == "/etc/dlaunch/secrets/wandb/netrc"
+            assert mounts["/etc/dlaunch/secrets/wandb"]["readOnly"] is True
+        assert ("NETRC" in env) == (secrets.wandb is not None), role
+        assert ("AWS_SHARED_CREDENTIALS_FILE" in env) == (secrets.s3 is not None), role
         assert {k: env[k]["value"] for k in spec.kubernetes.env} == spec.kubernetes.env
+
+
+def test_secret_files_are_readable_by_the_pods_group_only() -> None:
+    data = small_spec_data()
+    data["kubernetes"]["secrets"] = {"s3": "s3-creds", "wandb": "wandb"}
+    pod = workload(render_objects(spec_of(data)))["spec"]["template"]["spec"]
+    modes = {v["secret"]["secretName"]: v["secret"]["defaultMode"] for v in pod["volumes"] if "secret" in v}
+    assert modes == {"s3-creds": 0o440, "wandb": 0o440}
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
 
 
 # --- no secret can reach the output -----------------------------------------------------------
@@ -273,7 +302,7 @@ def test_local_examples_are_refused_with_what_to_add(example: Path, capsys: pyte
 
 def test_indexed_job_runs_one_agent_per_node_with_rendezvous_at_pod_0() -> None:
     spec = spec_of(small_spec_data())
-    _, service, job = render_objects(spec)
+    service, job = (of_kind(render_objects(spec), kind) for kind in ("Service", "Job"))
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
     host = "unit-k8s-0.unit-k8s.unit.svc"
@@ -283,12 +312,14 @@ def test_indexed_job_runs_one_agent_per_node_with_rendezvous_at_pod_0() -> None:
     assert pod["subdomain"] == service["metadata"]["name"] == "unit-k8s"
     assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
     assert service["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
-    assert {"--nnodes=2", "--nproc-per-node=8", "--node-rank=$(JOB_COMPLETION_INDEX)", "--rdzv-backend=c10d",
+    assert {"--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d",
             f"--rdzv-endpoint={host}:{RDZV_PORT}"} <= set(container["args"])
+    # c10d ignores --node-rank (it ranks nodes by host name); nothing may claim pod index = rank
+    assert not any(arg.startswith("--node-rank") for arg in container["args"])
     conf = next(a for a in container["args"] if a.startswith("--rdzv-conf=")).removeprefix("--rdzv-conf=")
     assert dict(item.split("=") for item in conf.split(",")) == {k: str(v) for k, v in RDZV_TIMEOUTS.items()}
-    startup = container["command"][2]
-    assert startup.index("training.rendezvous_wait") < startup.index("exec python -m training.agent")
+    # the agent itself is PID 1 (no shell that would swallow SIGTERM); it does the rendezvous wait
+    assert container["command"] == NODE_COMMAND == ["python", "-m", "training.agent"]
     assert env_of(container)["DLAUNCH_RDZV_HOST"]["value"] == host
 
 
@@ -298,11 +329,16 @@ def test_pod_failure_policy_fails_fast_on_config_errors_and_ignores_preemption()
     rules = job["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "worker", "operator": "In",
                                                              "values": [CONFIG_ERROR]}}
+    assert {"action": "FailJob", "onExitCodes": {"containerName": "worker", "operator": "In",
+                                                 "values": [POST_TRAINING_FAILED]}} in rules
     assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]} in rules
     assert {"action": "Ignore", "onExitCodes": {"containerName": "worker", "operator": "In",
                                                 "values": [PREEMPTED]}} in rules
     assert job["template"]["spec"]["restartPolicy"] == "Never"
-    assert job["backoffLimit"] == spec.kubernetes.max_restarts * spec.resources.nodes
+    # torchrun owns the gang restarts; the Job never multiplies them by re-running failed pods
+    assert "backoffLimit" not in job
+    assert (job["backoffLimitPerIndex"], job["maxFailedIndexes"]) == (0, 0)
+    assert f"--max-restarts={spec.kubernetes.max_restarts}" in job["template"]["spec"]["containers"][0]["args"]
 
 
 def test_lifetimes_come_from_the_spec() -> None:
@@ -313,7 +349,7 @@ def test_lifetimes_come_from_the_spec() -> None:
     assert job["spec"]["ttlSecondsAfterFinished"] == 0
     assert job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 300
     container = job["spec"]["template"]["spec"]["containers"][0]
-    assert env_of(container)["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]["value"] == "300"
+    assert env_of(container)["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]["value"] == "270"  # ends before the SIGKILL
     assert job["metadata"]["annotations"][SPEC_HASH_ANNOTATION] == spec_of(data).spec_hash()
 
 
@@ -335,31 +371,36 @@ def test_host_network_uses_cluster_dns() -> None:
     assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
 
 
-def test_plain_endpoint_url_wins_over_the_optional_secret_key() -> None:
+def test_plain_credential_file_variable_wins_over_the_mounted_secret() -> None:
     data = small_spec_data()
-    data["kubernetes"]["env"] = {"AWS_ENDPOINT_URL": "http://minio.storage:9000"}
+    data["kubernetes"]["secrets"] = {"s3": "s3-creds"}
+    data["kubernetes"]["env"] = {"AWS_CONFIG_FILE": "/etc/aws/config"}
     container = workload(render_objects(spec_of(data)))["spec"]["template"]["spec"]["containers"][0]
     names = [entry["name"] for entry in container["env"]]
-    assert names.count("AWS_ENDPOINT_URL") == 1
-    assert env_of(container)["AWS_ENDPOINT_URL"] == {"name": "AWS_ENDPOINT_URL", "value": "http://minio.storage:9000"}
+    assert names.count("AWS_CONFIG_FILE") == 1
+    assert env_of(container)["AWS_CONFIG_FILE"] == {"name": "AWS_CONFIG_FILE", "value": "/etc/aws/config"}
 
 
 # --- Ray: RayJob ------------------------------------------------------------------------------
 
 def test_rayjob_runs_ray_train_on_a_cluster_of_its_own() -> None:
     spec = spec_of(small_spec_data("ray"))
-    config, rayjob = render_objects(spec)
+    config, rayjob = (of_kind(render_objects(spec), kind) for kind in ("ConfigMap", "RayJob"))
     job = rayjob["spec"]
     workers = job["rayClusterSpec"]["workerGroupSpecs"]
     assert job["entrypoint"] == "python -m training.ray_entry /etc/dlaunch/job.json"
-    assert job["shutdownAfterJobFinishes"] is True and job["ttlSecondsAfterFinished"] == 0
+    # an unset TTL keeps the finished cluster's pods (and logs) a while instead of deleting them at once
+    assert job["shutdownAfterJobFinishes"] is True and job["ttlSecondsAfterFinished"] == DEFAULT_RAY_TTL_S > 0
+    assert job["rayClusterSpec"]["rayVersion"] == RAY_VERSION
     assert len(workers) == 1 and workers[0]["replicas"] == workers[0]["minReplicas"] == workers[0]["maxReplicas"] == 2
     assert workers[0]["template"]["spec"]["containers"][0]["resources"]["limits"][GPU_RESOURCE] == "8"
     for role, template in job_pods([rayjob]).items():
         volumes = {v["name"]: v for v in template["spec"]["volumes"]}
         assert volumes["job-config"]["configMap"]["name"] == config["metadata"]["name"], role
     submitter = job["submitterPodTemplate"]["spec"]
-    assert "env" not in submitter["containers"][0] and "volumes" not in submitter
+    # the submitter gets only a writable /tmp as its home (its root filesystem is read-only)
+    assert submitter["containers"][0]["env"] == [{"name": "HOME", "value": "/tmp"}]
+    assert submitter["volumes"] == [{"name": "tmp", "emptyDir": {}}]
     assert submitter["restartPolicy"] == "Never"
 
 
@@ -377,7 +418,8 @@ def test_1024_nodes_render_as_many_objects_as_2(backend: str) -> None:
         for obj in objects:
             validate_object(obj)
         assert workload(objects)["spec"] == workload(objects)["spec"] | scale_fields(workload(objects), nodes)
-    assert counts[2] == counts[1024] == (3 if backend == "deepspeed" else 2)
+    # ConfigMap, NetworkPolicy, then a Service and a Job, or a RayJob
+    assert counts[2] == counts[1024] == (4 if backend == "deepspeed" else 3)
 
 
 def scale_fields(obj: dict[str, Any], nodes: int) -> dict[str, Any]:

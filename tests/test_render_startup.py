@@ -1,9 +1,11 @@
-"""What a rendered DeepSpeed pod runs at start-up, with real processes: the wait for the
-rendezvous host, then the node agent passing the workers' exit codes through."""
+"""What a rendered DeepSpeed pod runs at start-up, with real processes: the node agent, which
+waits for the rendezvous host, stops at once on SIGTERM while starting up, runs torchrun, and
+passes the workers' exit codes (and a failure of post-training work) through."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest_k8s import REPO, env_of, render_objects, small_spec_data, spec_of
-from launcher.targets.kubernetes.render import NODE_STARTUP
-from training import rendezvous_wait
-from training.exitcodes import CONFIG_ERROR, PREEMPTED
+from launcher.targets.kubernetes.render import NODE_COMMAND
+from training import agent, rendezvous_wait
+from training.exitcodes import CONFIG_ERROR, POST_TRAINING_FAILED, PREEMPTED
 
 UNRESOLVABLE = "dlaunch-no-such-host.invalid"
 
@@ -99,39 +101,48 @@ def test_module_exits_unavailable_when_the_host_never_resolves() -> None:
     assert "gave up" in out.stderr and "headless Service" in out.stderr
 
 
-# --- the container command: wait, then the node agent -----------------------------------------
+# --- the container command: the node agent --------------------------------------------------
 
 WORKER = """\
 import os, signal, sys, time
 code = int(sys.argv[1])
-if code < 0:
+if code == -1:
     def stop(*_):
         print("checkpointing on SIGTERM", flush=True)
         sys.exit(75)
     signal.signal(signal.SIGTERM, stop)
     print("ready", flush=True)
     time.sleep(120)
+if code == -2:  # what training.run does when rank 0's export fails after the last checkpoint
+    if os.environ["RANK"] == "0":
+        with open(os.path.join(os.environ["DLAUNCH_AGENT_STATUS_DIR"], "post-training-failed"), "w") as f:
+            f.write("step 9: OSError: upload refused")
+    sys.exit(0)
 sys.exit(code if os.environ["RANK"] == "1" else 0)
 """
 
 
+def node_env(port: int, host: str = "localhost", index: str = "0") -> dict[str, str]:
+    """The environment the rendered pod gives the agent (plus PATH to this interpreter)."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "JOB_COMPLETION_INDEX": index,
+            "DLAUNCH_RDZV_HOST": host, "DLAUNCH_RDZV_PORT": str(port), "DLAUNCH_RDZV_WAIT_TIMEOUT": "30"}
+
+
 def start_node(tmp_path: Path, worker_code: int) -> tuple[subprocess.Popen[str], Path]:
-    """The rendered pod command, as pod 0 of a one-node job with two workers on loopback."""
+    """The rendered container command, as pod 0 of a one-node job with two workers on loopback."""
     pytest.importorskip("torch")
     port, log = free_port(), tmp_path / "node.log"
     (tmp_path / "worker.py").write_text(WORKER)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "JOB_COMPLETION_INDEX": "0",
-           "DLAUNCH_RDZV_HOST": "localhost", "DLAUNCH_RDZV_PORT": str(port), "DLAUNCH_RDZV_WAIT_TIMEOUT": "30"}
     args = ["--nnodes=1", "--nproc-per-node=2", "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{port}",
             "--rdzv-id=startup-test", "--max-restarts=0", "--monitor-interval=0.2", "--no-python",
             sys.executable, str(tmp_path / "worker.py"), str(worker_code)]
-    proc = subprocess.Popen(["/bin/sh", "-c", NODE_STARTUP, "dlaunch-node", *args], cwd=REPO, env=env,
+    proc = subprocess.Popen([*NODE_COMMAND, *args], cwd=REPO, env=node_env(port),
                             stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
     return proc, log
 
 
 WORKER_EXITS = {"success": (0, 0), "config-error": (CONFIG_ERROR, CONFIG_ERROR), "preempted": (PREEMPTED, PREEMPTED),
-                "crash": (3, 1)}
+                "crash": (3, 1), "post-training-failed": (-2, POST_TRAINING_FAILED)}
 
 
 @pytest.mark.slow
@@ -154,11 +165,73 @@ def test_sigterm_to_the_pod_lets_workers_checkpoint_and_exits_preempted(tmp_path
     assert log.read_text().count("checkpointing on SIGTERM") == 2
 
 
+def test_sigterm_while_waiting_for_pod_0_exits_preempted_at_once(tmp_path: Path) -> None:
+    """Cancel, preemption or Kueue suspension during start-up: the agent stops within seconds
+    with the retriable code instead of sitting out the grace period until SIGKILL."""
+    log = tmp_path / "node.log"
+    proc = subprocess.Popen([*NODE_COMMAND, "--nnodes=2", "-m", "training.run", "job.json"], cwd=REPO,
+                            env=node_env(free_port(), UNRESOLVABLE, "1"), stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while "waiting for rendezvous host" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == PREEMPTED, log.read_text()
+    assert time.monotonic() - sent < 5
+    assert "stopped by SIGTERM while starting up" in log.read_text()
+
+
+def test_standalone_wait_exits_preempted_on_sigterm() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "training.rendezvous_wait", "--host", UNRESOLVABLE, "--port", "1",
+                             "--rank", "1", "--timeout", "60", "--interval", "0.1"], cwd=REPO,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None and "waiting for rendezvous host" in proc.stderr.readline()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == PREEMPTED
+
+
+def test_post_training_failure_is_read_from_the_status_dir(tmp_path: Path) -> None:
+    assert agent.post_training_failure(tmp_path) is None
+    (tmp_path / agent.POST_TRAINING_MARKER).write_text("step 9: OSError: upload refused\n")
+    assert agent.post_training_failure(tmp_path) == "step 9: OSError: upload refused"
+
+
 def test_startup_uses_only_environment_the_pod_gets() -> None:
-    """Every variable the start-up line reads is set in the rendered container (or by the Job)."""
-    job = render_objects(spec_of(small_spec_data()))[2]
+    """Every variable the agent's start-up reads is set in the rendered container (or by the Job)."""
+    data = small_spec_data()
+    data["training"]["checkpoint"] = {"uri": "s3://unit-bucket/checkpoints"}
+    job = next(obj for obj in render_objects(spec_of(data)) if obj["kind"] == "Job")
     container = job["spec"]["template"]["spec"]["containers"][0]
     provided = set(env_of(container)) | {"JOB_COMPLETION_INDEX"}
-    used = {word.strip('"$') for word in NODE_STARTUP.split() if word.startswith('"$') and word != '"$@"'}
+    source = Path(agent.__file__).read_text()
+    used = set(re.findall(r'os\.environ\.get\("([A-Z_]+)"', source)) - {agent.STATUS_DIR_ENV}
     assert used and used <= provided
-    assert container["command"] == ["/bin/sh", "-c", NODE_STARTUP, "dlaunch-node"]
+    assert container["command"] == NODE_COMMAND and "sh" not in container["command"][0]
+
+
+class RecordingTracker:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def log(self, event: str, **fields: object) -> None:
+        self.events.append((event, fields))
+
+
+def test_failed_post_training_work_is_recorded_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 0's export failing after the final checkpoint must not fail the worker (torchrun would
+    restart a finished gang); the agent learns of it through its status directory."""
+    from types import SimpleNamespace
+
+    from training import run
+
+    def failing_export(ctx: object) -> None:
+        raise OSError("upload refused")
+
+    monkeypatch.setattr(run, "compress_after_training", failing_export)
+    monkeypatch.setenv(agent.STATUS_DIR_ENV, str(tmp_path))
+    tracker = RecordingTracker()
+    run.post_training(SimpleNamespace(tracker=tracker), 9)  # type: ignore[arg-type]
+    assert tracker.events == [("post_training_failed", {"step": 9, "error": "OSError: upload refused"})]
+    assert agent.post_training_failure(tmp_path) == "step 9: OSError: upload refused"

@@ -24,6 +24,7 @@ from training.checkpoint.storage import (
     LocalStorage,
     S3Options,
     S3Storage,
+    Sha256Reader,
     Storage,
     join_uri,
     local_path,
@@ -112,6 +113,37 @@ def test_large_file_round_trip(backend: Backend, tmp_path: Path) -> None:
     backend.storage.download_file(uri, target)
     assert sha256(target) == digest
     assert leftovers(target.parent) == []
+
+
+@pytest.mark.parametrize("size", [0, 1 * MiB, 20 * MiB])  # empty, one PUT, three multipart parts
+def test_upload_file_hashed_returns_the_sha256_of_the_file_and_the_bytes_arrive(
+    backend: Backend, tmp_path: Path, size: int
+) -> None:
+    source = tmp_path / "local" / "shard.bin"
+    digest = random_file(source, size)
+    uri = backend.uri("step-3", "shard.bin")
+    assert backend.storage.upload_file_hashed(source, uri) == (size, digest)
+    assert backend.storage.size(uri) == size
+    target = tmp_path / "restored" / "shard.bin"
+    backend.storage.download_file(uri, target)
+    assert sha256(target) == digest
+
+
+def test_sha256_reader_hashes_rewound_and_skipped_bytes_once(tmp_path: Path) -> None:
+    """botocore rewinds a body to checksum it and to retry: re-read bytes must not be hashed again,
+    and bytes no reader asked for are hashed by `finish()`."""
+    data = os.urandom(3 * MiB + 17)
+    path = tmp_path / "shard.bin"
+    path.write_bytes(data)
+    with open(path, "rb") as handle:
+        reader = Sha256Reader(handle)
+        assert reader.read(1000) == data[:1000]
+        assert reader.seek(0) == 0 and reader.tell() == 0
+        assert reader.read(5000) == data[:5000]  # a retry from the start, reading further
+        reader.seek(2 * MiB)
+        assert reader.read(10) == data[2 * MiB:2 * MiB + 10]  # a jump ahead: not hashed out of order
+        reader.close()  # s3transfer closes bodies it is done with; the file stays open for finish()
+        assert reader.finish() == (len(data), hashlib.sha256(data).hexdigest())
 
 
 @pytest.mark.slow
@@ -206,8 +238,9 @@ def test_missing_object_raises_a_clear_not_found_error(backend: Backend, tmp_pat
 
 def test_upload_of_a_missing_local_file_names_it(backend: Backend, tmp_path: Path) -> None:
     missing = tmp_path / "never-written.pt"
-    with pytest.raises(ObjectNotFoundError, match="never-written.pt"):
-        backend.storage.upload_file(missing, backend.uri("x.pt"))
+    for upload in (backend.storage.upload_file, backend.storage.upload_file_hashed):
+        with pytest.raises(ObjectNotFoundError, match="never-written.pt"):
+            upload(missing, backend.uri("x.pt"))
     assert not backend.storage.exists(backend.uri("x.pt"))
 
 
@@ -282,6 +315,7 @@ def test_s3_errors_are_clear_while_the_server_is_down_and_recover_after_restart(
             bring_down()
             for call in (lambda: storage.read_bytes(uri), lambda: storage.exists(uri),
                          lambda: storage.write_bytes(uri, b"lost"), lambda: storage.upload_file(source, uri),
+                         lambda: storage.upload_file_hashed(source, uri),
                          lambda: storage.download_file(uri, tmp_path / "restored" / "manifest.json")):
                 with pytest.raises(StorageError) as caught:
                     call()
@@ -328,6 +362,7 @@ def test_s3_missing_bucket_is_named(
     source.write_bytes(b"{}")
     for call in (lambda: storage.read_bytes("s3://no-such-bucket-here/run/manifest.json"),
                  lambda: storage.upload_file(source, "s3://no-such-bucket-here/run/manifest.json"),
+                 lambda: storage.upload_file_hashed(source, "s3://no-such-bucket-here/run/manifest.json"),
                  lambda: storage.list("s3://no-such-bucket-here/run")):
         with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist; create it"):
             call()

@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from training.models.presets import PRESETS
 
 S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/(?P<key>.*))?$")
+IPV4_LIKE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+# Keys the planner owns; a raw `deepspeed:` block may not contradict them (as training/engine/deepspeed.py).
+PLANNED_DEEPSPEED_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
 IMPORT_REF = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 
 
@@ -24,20 +27,45 @@ class StrictModel(BaseModel):
 
 
 def check_uri_form(value: str, what: str) -> str:
-    """Accept a local path or a well-formed `s3://bucket/prefix`; never touches the network."""
+    """Accept a local path, an absolute `file:///path` or a well-formed `s3://bucket/prefix`; never
+    touches the network. What the storage layer (training/checkpoint/storage.py) would refuse at
+    run time is refused here, and so is a mistyped scheme that would silently become a local path."""
     if not value.strip():
         raise ValueError(f"{what} must not be empty")
-    if "://" in value:
-        scheme = value.split("://", 1)[0]
-        if scheme == "file":
-            return value
-        if scheme != "s3":
-            raise ValueError(f"{what} must be a local path, file:// or s3:// URI, got scheme '{scheme}://'")
-        if not S3_URI.match(value):
-            raise ValueError(
-                f"{what} is not a valid S3 URI: expected s3://<bucket>/<prefix> with a 3-63 character "
-                f"lowercase bucket name, got '{value}'"
-            )
+    scheme = _mistyped_scheme(value)
+    if scheme:
+        form = "s3://<bucket>/<prefix>" if scheme == "s3" else "file:///absolute/path"
+        raise ValueError(f"{what} '{value}' is a malformed {scheme} URI: write {form} (a lowercase scheme, then '//')")
+    if "://" not in value:
+        return value
+    scheme = value.split("://", 1)[0]
+    if scheme == "file":
+        if not value.removeprefix("file://").removeprefix("localhost").startswith("/"):
+            raise ValueError(f"{what} '{value}' is not absolute: a file:// URI is file:///absolute/path")
+        return value
+    if scheme != "s3":
+        raise ValueError(f"{what} must be a local path, file:// or s3:// URI, got scheme '{scheme}://'")
+    return _check_s3_uri(value, what)
+
+
+def _mistyped_scheme(value: str) -> str | None:
+    """'s3' or 'file' for `s3:bucket/x`, `s3:/bucket`, `S3://...`: meant as a URI, read as a local path."""
+    head = value.partition(":")[0]
+    if ":" not in value or head.lower() not in ("s3", "file"):
+        return None
+    return None if value.startswith(f"{head.lower()}://") else head.lower()
+
+
+def _check_s3_uri(value: str, what: str) -> str:
+    """S3's bucket naming rules (3-63 characters, no '..', not an IP address) and a prefix without '..'."""
+    match = S3_URI.match(value)
+    if not match or ".." in match["bucket"] or IPV4_LIKE.match(match["bucket"]):
+        raise ValueError(
+            f"{what} is not a valid S3 URI: expected s3://<bucket>/<prefix> with a 3-63 character "
+            f"lowercase bucket name (letters, digits, '-', single '.'), got '{value}'"
+        )
+    if ".." in (match["key"] or "").split("/"):
+        raise ValueError(f"{what} '{value}' has a '..' segment; S3 keys are not paths: name the prefix directly")
     return value
 
 
@@ -307,3 +335,92 @@ class ResolvedJob(StrictModel):
     @property
     def world_size(self) -> int:
         return self.nodes * self.procs_per_node
+
+
+# --------------------------------------------------------------------------------------------
+# Raw `deepspeed:` keys against what dlaunch plans and sets
+# --------------------------------------------------------------------------------------------
+
+# Keys DeepSpeed ignores because dlaunch passes its own optimizer and scheduler objects
+# (deepspeed/runtime/engine.py, DeepSpeedEngine._configure_optimizer / _configure_lr_scheduler).
+_IGNORED = {"optimizer": "training.optimizer", "scheduler": "training.schedule"}
+_BUCKETS = ("reduce_bucket_size", "stage3_prefetch_bucket_size")
+
+Conflict = tuple[str, str]  # (key path under training.deepspeed, message with the fix)
+
+
+def _batch_conflicts(training: TrainingConfig, data_parallel: int) -> list[Conflict]:
+    """train_batch_size / micro / accumulation: from training.batch (and the planner), never the raw block."""
+    raw, batch = training.deepspeed, training.batch
+    expected: dict[str, int] = {"train_batch_size": batch.global_}
+    if batch.micro is not None:
+        expected["train_micro_batch_size_per_gpu"] = batch.micro
+        if batch.global_ % (batch.micro * data_parallel) == 0:
+            expected["gradient_accumulation_steps"] = batch.global_ // (batch.micro * data_parallel)
+    found = []
+    for key in PLANNED_DEEPSPEED_KEYS:
+        if key not in raw:
+            continue
+        if key in expected and raw[key] != expected[key]:
+            found.append((key, f"= {raw[key]!r} contradicts the {expected[key]} dlaunch derives from "
+                               "training.batch; remove it and set training.batch instead"))
+        elif key not in expected and batch.micro is None:
+            found.append((key, "is chosen by the planner since training.batch.micro is not set; remove it "
+                               "and set training.batch.micro instead"))
+    return found
+
+
+def _offload_on(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("device", "none") not in (None, "none")
+
+
+def _zero_conflicts(training: TrainingConfig) -> list[Conflict]:
+    """The ZeRO stage and offloads come from training.zero; bucket sizes must be element counts."""
+    section = training.deepspeed.get("zero_optimization")
+    if section is None:
+        return []
+    if not isinstance(section, dict):
+        return [("zero_optimization", "must be a mapping of DeepSpeed ZeRO settings")]
+    zero, found = training.zero, []
+    if "stage" in section and section["stage"] != zero.stage:
+        found.append(("zero_optimization.stage", f"= {section['stage']!r} contradicts training.zero.stage "
+                                                 f"({zero.stage}); set training.zero.stage instead"))
+    for key, field in (("offload_optimizer", "offload_optimizer"), ("offload_param", "offload_params")):
+        planned = getattr(zero, field)
+        if key in section and (zero.stage == "auto" or _offload_on(section[key]) != planned):
+            found.append((f"zero_optimization.{key}", f"contradicts training.zero.{field} ({planned}"
+                                                      f"{', stage auto' if zero.stage == 'auto' else ''}); "
+                                                      f"set training.zero.{field} instead"))
+    for key in _BUCKETS:
+        value = section.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
+            found.append((f"zero_optimization.{key}", f"= {value!r} must be a positive number of elements"))
+    return found
+
+
+def _other_conflicts(training: TrainingConfig) -> list[Conflict]:
+    """Precision and gradient clipping set elsewhere in the spec; optimizer and scheduler DeepSpeed ignores."""
+    raw, found = training.deepspeed, []
+    for key in ("bf16", "fp16"):
+        section = raw.get(key)
+        enabled = section.get("enabled") if isinstance(section, dict) else None
+        if enabled is not None and bool(enabled) != (training.precision == key):
+            found.append((f"{key}.enabled", f"= {section['enabled']!r} contradicts training.precision "
+                                            f"({training.precision}); set training.precision instead"))
+    clip = training.optimizer.grad_clip
+    if "gradient_clipping" in raw and raw["gradient_clipping"] != clip:
+        found.append(("gradient_clipping", f"= {raw['gradient_clipping']!r} contradicts training.optimizer.grad_clip "
+                                           f"({clip}); set training.optimizer.grad_clip instead"))
+    found += [(key, f"has no effect: dlaunch gives DeepSpeed its own optimizer and schedule; set {where} instead")
+              for key, where in _IGNORED.items() if key in raw]
+    return found
+
+
+def deepspeed_conflicts(training: TrainingConfig, data_parallel: int) -> list[Conflict]:
+    """Raw `training.deepspeed` keys that contradict what dlaunch plans or sets, found before any worker starts.
+
+    The raw block is merged last into the config dlaunch generates (training/engine/deepspeed.py),
+    so a contradiction would silently change the batch, ZeRO layout or precision the planner
+    checked, or fail only inside the workers.
+    """
+    return _batch_conflicts(training, data_parallel) + _zero_conflicts(training) + _other_conflicts(training)

@@ -4,3 +4,8 @@
 CONFIG_ERROR = 78
 # Stopped on SIGTERM after writing a checkpoint: retriable (sysexits EX_TEMPFAIL).
 PREEMPTED = 75
+# Training finished and its final checkpoint is committed, but post-training work on rank 0
+# (quantize, export, artifact upload) failed. The node agent exits with it after its workers
+# exited 0, so torchrun never restarts the gang for it; the Job fails at once with the rule
+# named in its status. Resubmitting reruns only that work. Outside sysexits (64-78) and 128+N.
+POST_TRAINING_FAILED = 80

@@ -7,18 +7,24 @@ its own and never starts the rendezvous store. So pod 0 (rank 0) waits until the
 to one of its own addresses; every other pod waits until the name resolves and the store port
 accepts TCP connections.
 
-Usage: `python -m training.rendezvous_wait --host H --port P --rank R --timeout S`.
-Exit status 0 when reachable, 69 (EX_UNAVAILABLE, retriable) on time-out, 2 on bad arguments.
+The node agent (`training.agent`) calls `wait_for_rendezvous` itself before torchrun starts, so
+that it stays the container's PID 1. As a command: `python -m training.rendezvous_wait --host H
+--port P --rank R --timeout S`. Exit status 0 when reachable, 69 (EX_UNAVAILABLE) on time-out,
+2 on bad arguments, `exitcodes.PREEMPTED` at once on SIGTERM.
 Standard library only: it runs before anything heavy is imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import sys
 import time
+from types import FrameType
 from typing import Callable
+
+from training.exitcodes import PREEMPTED
 
 UNAVAILABLE = 69
 LOG_EVERY_S = 30.0
@@ -104,8 +110,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _exit_preempted(signum: int, frame: FrameType | None) -> None:
+    log(f"stopped by signal {signum} while waiting")
+    sys.exit(PREEMPTED)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
+    signal.signal(signal.SIGTERM, _exit_preempted)
     args = parse_args(argv)
     ok = wait_for_rendezvous(args.host, args.port, args.rank, args.timeout, args.interval)
     return 0 if ok else UNAVAILABLE

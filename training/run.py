@@ -2,6 +2,10 @@
 
 Exit codes: 0 done, `exitcodes.CONFIG_ERROR` when the job or its data is wrong (restarting
 cannot help), `exitcodes.PREEMPTED` after a checkpoint written on SIGTERM (retriable).
+Post-training work (quantize, export, upload on rank 0) runs after the final checkpoint is
+committed; if it fails, the worker still exits 0, so that torchrun does not restart a gang whose
+training is done, and records the failure for the node agent, which exits
+`exitcodes.POST_TRAINING_FAILED` (see `training.agent`).
 """
 
 from __future__ import annotations
@@ -161,6 +165,28 @@ def compress_after_training(ctx: TrainContext) -> None:
                 ctx.tracker.log_artifact(result.path, f"{ctx.job.name}-{fmt}{'-int8' if quantized else ''}")
 
 
+def record_post_training_failure(message: str) -> None:
+    """Tell the node agent (`training.agent`) that post-training work failed, when one runs us."""
+    from training.agent import POST_TRAINING_MARKER, STATUS_DIR_ENV
+
+    status_dir = os.environ.get(STATUS_DIR_ENV)
+    if status_dir and Path(status_dir).is_dir():
+        (Path(status_dir) / POST_TRAINING_MARKER).write_text(message + "\n", encoding="utf-8")
+
+
+def post_training(ctx: TrainContext, step: int) -> None:
+    """Rank 0's work after the final checkpoint committed. A failure here is logged, recorded as a
+    `post_training_failed` event and reported to the agent, never raised: the trained model is
+    safe, and a raised error would make torchrun (or Ray) restart a gang that has finished."""
+    try:
+        compress_after_training(ctx)
+    except Exception as exc:  # noqa: BLE001 - any failure of this step is reported the same way
+        message = f"{type(exc).__name__}: {exc}"
+        log.exception("post-training work failed after the final checkpoint (step %d) committed", step)
+        ctx.tracker.log("post_training_failed", step=step, error=message)
+        record_post_training_failure(f"step {step}: {message}")
+
+
 def train(job: ResolvedJob, on_checkpoint: "Callable[[int, dict[str, Any]], None] | None" = None) -> int:
     """Build task, model and engine, run the loop, and return the process exit code.
     `on_checkpoint(step, manifest_extra)` runs on every rank after each committed save (Ray uses it)."""
@@ -188,7 +214,7 @@ def train(job: ResolvedJob, on_checkpoint: "Callable[[int, dict[str, Any]], None
     state = trainer.run()
     trainer.report_committed(ctx.checkpoints.close())  # also waits for the checkpoint written on SIGTERM
     if ctx.worker.is_main and state.stop_reason != "preempted":
-        compress_after_training(ctx)
+        post_training(ctx, state.step)
     ctx.tracker.log("end", step=state.step, reason=state.stop_reason or "max_steps", best=trainer.best_summary())
     ctx.tracker.summary({"final_step": state.step, **trainer.best_summary()})
     ctx.tracker.finish()

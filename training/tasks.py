@@ -58,6 +58,16 @@ def user_model(job: ResolvedJob, vocab_size: int | None) -> tuple["nn.Module", L
     return built, None
 
 
+def vocabulary_difference(old_json: str, new_json: str) -> str | None:
+    """How two serialized tokenizers' vocabularies differ (token -> id), or None when they agree."""
+    old, new = tokenizer_from_json(old_json).get_vocab(), tokenizer_from_json(new_json).get_vocab()
+    if old == new:
+        return None
+    if len(old) != len(new):
+        return f"vocabulary: {len(old)} -> {len(new)} tokens"
+    return f"vocabulary: the tokenizer maps tokens to other ids ({len(old)} tokens each)"
+
+
 class Task(ABC):
     """The task-specific half of training; see the module docstring."""
 
@@ -121,12 +131,30 @@ class CausalLMTask(Task):
             saved = join_uri(self.job_root, "tokenizer.json")
             if pretrained is not None and (pretrained / "tokenizer.json").is_file():
                 text = (pretrained / "tokenizer.json").read_text(encoding="utf-8")
+                self._refuse_other_vocabulary(storage, saved, text)
             elif storage.exists(saved):  # a resumed job keeps its tokenizer
                 text = storage.read_bytes(saved).decode("utf-8")
             else:
                 text = train_bpe(texts, self.job.training.data.tokenizer_vocab_size).to_str()
             storage.write_bytes(saved, text.encode("utf-8"))  # atomic; kept for resume and export
         return broadcast_object(text)
+
+    def _refuse_other_vocabulary(self, storage: Any, saved: str, text: str) -> None:
+        """Before the saved tokenizer is replaced: refuse a pretrained tokenizer whose vocabulary
+        differs from the one the committed checkpoints were trained with (they keep theirs)."""
+        from training.checkpoint.errors import IncompatibleCheckpointError
+        from training.checkpoint.storage import join_uri
+        from training.models.compat import incompatible_message
+        from training.models.restore import CHECKPOINTS_DIR, has_committed_checkpoint
+
+        endpoint = self.job.training.checkpoint.endpoint_url
+        if not storage.exists(saved) or not has_committed_checkpoint(self.job_root, endpoint):
+            return
+        old_text = storage.read_bytes(saved).decode("utf-8")
+        difference = None if old_text == text else vocabulary_difference(old_text, text)
+        if difference:
+            checkpoints = join_uri(self.job_root, CHECKPOINTS_DIR)
+            raise IncompatibleCheckpointError(incompatible_message(checkpoints, [difference]))
 
     def _pretrained_dir(self) -> Path | None:
         from training.models.pretrained import resolve_pretrained

@@ -1,6 +1,7 @@
 """Where metrics go: a JSON-lines file the launcher's progress display reads, stdout, and W&B.
 
-Only rank 0 tracks. W&B runs online with WANDB_API_KEY, offline otherwise (mode `auto`), and
+Only rank 0 tracks. W&B runs online when it has a key (WANDB_API_KEY, or a netrc file named by
+NETRC, which is how pods receive it from a mounted Secret), offline otherwise (mode `auto`), and
 its run id is kept with the checkpoints so that a resumed job continues the same run.
 """
 
@@ -19,9 +20,15 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def wandb_mode(config: WandbConfig) -> str:
+    """`auto` is online when W&B can find a key: the variable, or the netrc file NETRC names.
+
+    wandb reads NETRC itself (`wandb/sdk/lib/wbauth/wbnetrc.py`, `_get_netrc_file_path`).
+    """
     if config.mode != "auto":
         return config.mode
-    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    netrc = os.environ.get("NETRC")
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or bool(netrc and Path(netrc).is_file())
+    return "online" if has_key else "offline"
 
 
 class Tracker:

@@ -21,11 +21,13 @@ if TYPE_CHECKING:
 def command(spec_file: str, output: str) -> None:
     """Print memory per device for each ZeRO stage and offload, and the layout chosen for SPEC.
 
-    Exits 2, after printing the table, when nothing fits; the message names the smallest change.
+    Exits 2, after printing the table, when nothing fits (the message names the smallest change) or
+    when this machine cannot run a local job's precision (the message names what to use instead).
     """
     from launcher.errors import PlanError
     from launcher.plan import estimate_job
     from launcher.spec import load_spec
+    from launcher.support import hardware_problems
 
     loaded = load_spec(spec_file)
     plan = estimate_job(loaded.spec)
@@ -37,6 +39,9 @@ def command(spec_file: str, output: str) -> None:
         print_plan(plan, loaded.spec.name)
     if plan.layout is None:
         raise PlanError(plan.problem or "the job does not fit")
+    problems = hardware_problems(loaded.spec)
+    if problems:
+        raise PlanError("the plan fits, but this machine cannot run it:\n  " + "\n  ".join(problems))
 
 
 def _gib(n: int) -> str:

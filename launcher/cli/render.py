@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from launcher.cli.common import SPEC_ARGUMENT
+from launcher.cli.common import SPEC_ARGUMENT, warn
 
 
 @click.command("render")
@@ -16,12 +16,20 @@ from launcher.cli.common import SPEC_ARGUMENT
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json", "helm-values"]), default="yaml",
               show_default=True, help="Multi-document YAML, a JSON List, or values for helm/dlaunch.")
 def command(spec_file: str, output_dir: Path | None, fmt: str) -> None:
-    """Print the objects SPEC becomes on Kubernetes, exactly as `submit` would send them."""
+    """Print the objects SPEC becomes on Kubernetes, exactly as `submit` would send them.
+
+    SPEC is checked exactly as `dlaunch validate` checks it. With a fixed layout, a pretrained
+    model on S3 is not read (no credentials needed) and a note says the memory check was skipped.
+    """
+    from launcher.plan import skipped_memory_check
     from launcher.spec import load_spec
     from launcher.targets.kubernetes.documents import FILE_SUFFIXES, render_spec_documents
 
     spec = load_spec(spec_file).spec
     text = render_spec_documents(spec, fmt, source=spec_file)
+    skipped = skipped_memory_check(spec)
+    if skipped:
+        warn(skipped)
     if output_dir is None:
         click.echo(text, nl=False)
         return

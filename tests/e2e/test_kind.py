@@ -1,9 +1,14 @@
 """The real-cluster suite: dlaunch against Kubernetes on a local kind cluster.
 
-A kind cluster is created from `k8s/kind-cluster.yaml`, the worker image built and loaded into
-it, and the quickstart submitted as a 2-node CPU job and followed to success. Then a second
-run checkpoints to S3 (SeaweedFS on this machine, reached by the pods through the kind network),
-one of its pods is killed mid-run, and the job resumes from its last committed checkpoint.
+A kind cluster is created from `k8s/kind-cluster.yaml` and the worker image built and loaded
+into it. Checkpoints go to S3 (SeaweedFS on this machine, reached by the pods through the kind
+network), the storage every pod of a multi-node job must share. Then:
+
+- the quickstart runs as a 2-node CPU DeepSpeed job and is followed to success;
+- a 2-node DeepSpeed job has one pod killed mid-run and resumes from its last committed
+  checkpoint (the pod exits 75 within the grace period, which the Job ignores);
+- a 2-node Ray job (KubeRay operator installed with Helm) commits checkpoints from its worker
+  pods and succeeds, its pods Ready (KubeRay's HTTP probes, by the rendered `rayVersion`).
 
 Needs Docker (a running engine) and kind; skips with the reason where either is missing (as on
 CI). Run it with `scripts/e2e_kind.sh` (`make e2e-kind`); tests/e2e/README.md has the details.
@@ -30,6 +35,10 @@ NAMESPACE = "dlaunch"
 S3_SECRET = "e2e-s3"
 CHECKPOINT_TIMEOUT_S = 1200
 JOB_TIMEOUT_S = 2400
+# KubeRay 1.6 is the first operator that gives Ray >= 2.53 pods HTTP probes (no wget).
+KUBERAY_CHART = ("https://ray-project.github.io/kuberay-helm/", "kuberay-operator", "1.6.2")
+# The Ray head's rendered resources fit a GPU cluster; shrink them to fit a laptop's kind nodes.
+KIND_RAY_HEAD = {"cpu": "1", "memory": "3Gi"}
 
 pytestmark = pytest.mark.timeout(3 * 3600)
 
@@ -143,7 +152,8 @@ def create_s3_secret(server: Any) -> None:
 
 
 def quickstart(**changes: Any) -> Any:
-    """examples/kind-quickstart.yaml as a JobSpec, with top-level sections updated by `changes`."""
+    """examples/kind-quickstart.yaml as a JobSpec, with top-level sections updated by `changes`
+    (one level deep: `training={"checkpoint": {...}}` replaces the whole checkpoint section)."""
     from launcher.spec import load_spec_text
 
     spec = yaml.safe_load((REPO / "examples" / "kind-quickstart.yaml").read_text())
@@ -152,23 +162,35 @@ def quickstart(**changes: Any) -> Any:
     return load_spec_text(yaml.safe_dump(spec), "examples/kind-quickstart.yaml").spec
 
 
+S3_CHECKPOINTS = {"uri": "s3://dlaunch-e2e/runs", "every_steps": 25, "keep_last": 2}
+
+
+def shrink_ray_head(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rendered objects with the Ray head's requests and limits cut to KIND_RAY_HEAD."""
+    for obj in objects:
+        if obj["kind"] == "RayJob":
+            container = obj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+            container["resources"] = {"limits": dict(KIND_RAY_HEAD), "requests": dict(KIND_RAY_HEAD)}
+    return objects
+
+
 def submit(spec: Any, **options: bool) -> int:
     from launcher.targets.kubernetes.cluster import submit_to_cluster
     from launcher.targets.kubernetes.render import plan_for_render, render
 
-    return submit_to_cluster(spec, render(spec, plan_for_render(spec)), context=None, namespace=None,
-                             dry_run_server=False, wait=options.get("wait", False),
+    return submit_to_cluster(spec, shrink_ray_head(render(spec, plan_for_render(spec))), context=None,
+                             namespace=None, dry_run_server=False, wait=options.get("wait", False),
                              follow=options.get("follow", False), replace=True)
 
 
-def test_quickstart_runs_to_success_on_two_nodes(kind_cluster: Path) -> None:
+def test_quickstart_runs_to_success_on_two_nodes(kind_cluster: Path, s3: Any) -> None:
     from launcher.targets.kubernetes.cluster import KubernetesBackend
 
-    spec = quickstart()
+    spec = quickstart(kubernetes={"secrets": {"s3": S3_SECRET}}, training={"checkpoint": S3_CHECKPOINTS})
     assert submit(spec, follow=True) == 0
     status = KubernetesBackend.connect(None, NAMESPACE).get_job(spec.name)
     assert status.state.phase == "Succeeded"
-    assert [(row.rank, row.phase) for row in status.pods] == [(0, "Succeeded"), (1, "Succeeded")]
+    assert [(row.index, row.phase) for row in status.pods] == [(0, "Succeeded"), (1, "Succeeded")]
 
 
 def wait_for_checkpoint(spec: Any, env: dict[str, str]) -> int:
@@ -187,19 +209,65 @@ def wait_for_checkpoint(spec: Any, env: dict[str, str]) -> int:
     pytest.fail(f"no checkpoint of {spec.name} after {CHECKPOINT_TIMEOUT_S} s")
 
 
-def test_a_killed_pod_and_the_job_resumes_from_its_checkpoint(kind_cluster: Path, s3: Any) -> None:
+def resume_events(backend: Any, name: str) -> list[dict[str, Any]]:
+    """The `resume` events in every pod's log of the job."""
+    lines: list[str] = []
+    backend.get_job_logs(name, every=True, follow=False, write=lines.append)
+    return [json.loads(line[line.index("{"):]) for line in lines if '"event": "resume"' in line]
+
+
+def test_two_node_deepspeed_job_killed_mid_run_resumes(kind_cluster: Path, s3: Any) -> None:
     from launcher.targets.kubernetes.cluster import POD, KubernetesBackend
 
     spec = quickstart(name="kind-resume", kubernetes={"max_restarts": 3, "secrets": {"s3": S3_SECRET}},
-                      training={"checkpoint": {"uri": "s3://dlaunch-e2e/runs", "every_steps": 25, "keep_last": 2}})
+                      training={"checkpoint": S3_CHECKPOINTS})
     assert submit(spec) == 0
     backend = KubernetesBackend.connect(None, NAMESPACE)
     step = wait_for_checkpoint(spec, s3.env())
-    victim = next(row.name for row in backend.get_job(spec.name).pods if row.rank == 1)
-    assert backend.client.delete(POD, victim)
+    victim = next(row.name for row in backend.get_job(spec.name).pods if row.index == 1)
+    assert backend.client.delete(POD, victim)  # SIGTERM: workers checkpoint, the agent exits 75 (ignored)
     assert backend.wait_for_job_status(spec.name).phase == "Succeeded"
-    lines: list[str] = []
-    backend.get_job_logs(spec.name, rank=0, follow=False, write=lines.append)
-    resumed = [json.loads(line.removeprefix("[dlaunch] ")) for line in lines if '"event": "resume"' in line]
-    assert resumed and resumed[-1]["step"] >= step
-    assert next(row for row in backend.get_job(spec.name).pods if row.rank == 1).restarts >= 1
+    resumed = resume_events(backend, spec.name)
+    assert resumed and max(event["step"] for event in resumed) >= step
+    assert next(row for row in backend.get_job(spec.name).pods if row.index == 1).restarts >= 1
+
+
+@pytest.fixture(scope="module")
+def kuberay(kind_cluster: Path) -> str:
+    """The KubeRay operator, installed with its Helm chart (KUBERAY_CHART); its namespace."""
+    from conftest_k8s import helm_binary
+
+    repo, chart, version = KUBERAY_CHART
+    run(helm_binary(), "upgrade", "--install", "kuberay-operator", chart, "--repo", repo, "--version", version,
+        "--namespace", "kuberay-system", "--create-namespace", "--wait", "--timeout", "600s")
+    return "kuberay-system"
+
+
+def rayjob_status(name: str) -> dict[str, Any]:
+    from kubernetes import client, config
+
+    api = client.CustomObjectsApi(config.new_client_from_config(config_file=os.environ["KUBECONFIG"]))
+    return api.get_namespaced_custom_object("ray.io", "v1", NAMESPACE, "rayjobs", name).get("status") or {}
+
+
+def wait_for_rayjob(name: str) -> dict[str, Any]:
+    """Poll the RayJob until KubeRay marks it Complete or Failed; its status."""
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status = rayjob_status(name)
+        if status.get("jobDeploymentStatus") in ("Complete", "Failed", "ValidationFailed"):
+            return status
+        time.sleep(10)
+    pytest.fail(f"RayJob {name} did not finish within {JOB_TIMEOUT_S} s: {rayjob_status(name)}")
+
+
+def test_two_node_ray_job_commits_a_checkpoint(kind_cluster: Path, s3: Any, kuberay: str) -> None:
+    """Rank 0 runs on a worker pod (the head has no GPU, and no Ray Train worker here either):
+    committing a checkpoint from there is what a head-local Ray storage path broke."""
+    spec = quickstart(name="kind-ray", backend="ray", kubernetes={"secrets": {"s3": S3_SECRET}},
+                      training={"checkpoint": S3_CHECKPOINTS, "max_steps": 60})
+    assert submit(spec) == 0
+    step = wait_for_checkpoint(spec, s3.env())
+    status = wait_for_rayjob(spec.name)
+    assert (status["jobDeploymentStatus"], status.get("jobStatus")) == ("Complete", "SUCCEEDED"), status
+    assert step >= S3_CHECKPOINTS["every_steps"]

@@ -370,26 +370,42 @@ class FakeApi:
             raise self.not_found(route)
         if request.query.get("dryRun") == "All":
             return Response(200, obj)
-        policy = request.query.get("propagationPolicy") or "Background"
+        return Response(200, self.delete(key, request.query.get("propagationPolicy") or "Background"))
+
+    def delete(self, key: Key, policy: str) -> Obj:
+        """Delete a stored object as the API server and the garbage collector do (within the call, where
+        the real collector works asynchronously). Foreground: marked with deletionTimestamp and the
+        foregroundDeletion finalizer, dependents deleted, then the object; Background: the object, then
+        its dependents; Orphan: the object alone. Returns the object as the DELETE answers it."""
+        obj = self.store.get(key)
+        assert obj is not None
         if policy == "Foreground":
             obj["metadata"]["deletionTimestamp"] = now_rfc3339()
             obj["metadata"]["finalizers"] = ["foregroundDeletion"]
             marked = self.store.replace(key, obj)
             self.delete_dependents(obj["metadata"]["uid"])
             self.store.remove(key)
-            return Response(200, marked)
+            return marked
         self.store.remove(key)
         if policy == "Background":
             self.delete_dependents(obj["metadata"]["uid"])
-        return Response(200, obj)
+        return obj
 
     def delete_dependents(self, owner_uid: str) -> None:
-        """What the garbage collector does: delete every object owned by `owner_uid`, recursively."""
+        """What the garbage collector does once an owner is gone (kubernetes pkg/controller/garbagecollector,
+        `attemptToDeleteItem`): a dependent of `owner_uid` whose owners are all gone (no stored object
+        has the uid of any of its ownerReferences) is deleted, recursively; one with another owner that
+        still exists only loses the dangling reference (kept here, as it harms nothing)."""
         def owned(_: Key, obj: Obj) -> bool:
             return any(ref.get("uid") == owner_uid for ref in obj["metadata"].get("ownerReferences", []))
         for key, obj in self.store.select(owned):
-            self.store.remove(key)
-            self.delete_dependents(obj["metadata"]["uid"])
+            others = [ref.get("uid", "") for ref in obj["metadata"]["ownerReferences"] if ref.get("uid") != owner_uid]
+            if not any(self.uid_exists(uid) for uid in others):
+                self.store.remove(key)
+                self.delete_dependents(obj["metadata"]["uid"])
+
+    def uid_exists(self, uid: str) -> bool:
+        return bool(self.store.select(lambda _, obj: obj["metadata"].get("uid") == uid))
 
     # ----- pod logs --------------------------------------------------------------------------
     def pod_log(self, request: Request, route: Route) -> Response:

@@ -1,19 +1,32 @@
 """Play the cluster's controllers against the fake API server: nodes, secrets, and a job's pods.
 
-The fake has no Job controller, scheduler or kubelet. `JobSim` does their part for one dlaunch
-job, by writing realistic Pod objects (owned by the Job, labelled with the completion index),
-container states, Events, Job conditions and container logs into the fake's store.
+The fake has no Job controller, scheduler, kubelet or KubeRay. `JobSim` does their part for one
+dlaunch Indexed Job, and `RaySim` KubeRay's for one RayJob, by writing realistic Pod objects
+(owned by their controller's object, labelled as the controller labels them), container states,
+Events, status and container logs into the fake's store.
+
+Pods are created through `admit_pod`, the API server's admission of a pod as far as dlaunch's
+jobs meet it: a refused pod becomes the creating controller's Warning event, as on a real
+cluster, where nobody sees it unless they look (see `admit_pod` and `JobSim.start`).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import uuid
 from typing import Any
 
+from launcher.quantity import parse_quantity
 from launcher.targets.kubernetes.pods import COMPLETION_INDEX_LABEL
 from tests.fake_kube.server import FakeKubeApi
 
 Obj = dict[str, Any]
+POD_SECURITY_LABEL = "pod-security.kubernetes.io/enforce"
+# What a pod counts against a ResourceQuota key (kubernetes pkg/quota/v1/evaluator/core/pods.go).
+QUOTA_SOURCES = {"cpu": ("requests", "cpu"), "memory": ("requests", "memory"), "requests.cpu": ("requests", "cpu"),
+                 "requests.memory": ("requests", "memory"), "limits.cpu": ("limits", "cpu"),
+                 "limits.memory": ("limits", "memory"), "requests.nvidia.com/gpu": ("requests", "nvidia.com/gpu")}
 
 
 def node(name: str, *, gpus: int = 0, cpu: str = "16", memory: str = "64Gi",
@@ -31,9 +44,123 @@ def secret(name: str, namespace: str, keys: tuple[str, ...]) -> Obj:
             "type": "Opaque", "data": data}
 
 
-def local_queue(name: str, namespace: str) -> Obj:
-    return {"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "LocalQueue",
+def local_queue(name: str, namespace: str, version: str = "v1beta2") -> Obj:
+    return {"apiVersion": f"kueue.x-k8s.io/{version}", "kind": "LocalQueue",
             "metadata": {"name": name, "namespace": namespace}, "spec": {"clusterQueue": "cluster-queue"}}
+
+
+def service_account(name: str, namespace: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
+
+
+def priority_class(name: str, value: int = 1000) -> Obj:
+    return {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+            "value": value}
+
+
+def resource_quota(name: str, namespace: str, hard: dict[str, str], used: dict[str, str] | None = None) -> Obj:
+    return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"hard": hard}, "status": {"hard": hard, "used": used or {key: "0" for key in hard}}}
+
+
+def workload(owner: Obj, version: str = "v1beta2", conditions: list[Obj] | None = None) -> Obj:
+    """The Workload Kueue creates for a job (jobframework ConstructWorkload): owned by it, labelled with its uid."""
+    meta = owner["metadata"]
+    return {"apiVersion": f"kueue.x-k8s.io/{version}", "kind": "Workload",
+            "metadata": {"name": f"{owner['kind'].lower()}-{meta['name']}-{meta['uid'][:5]}",
+                         "namespace": meta["namespace"], "labels": {"kueue.x-k8s.io/job-uid": meta["uid"]},
+                         "ownerReferences": [controller_ref(owner)]},
+            "spec": {"queueName": (meta.get("labels") or {}).get("kueue.x-k8s.io/queue-name", "")},
+            "status": {"conditions": conditions or []}}
+
+
+def controller_ref(owner: Obj) -> Obj:
+    """What controller-runtime's SetControllerReference (and the Job controller) put on what they create."""
+    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def warning_event(fake: FakeKubeApi, about: Obj, reason: str, message: str, component: str) -> Obj:
+    """A Warning event on `about`, as a controller's event recorder writes it."""
+    meta = about["metadata"]
+    return fake.add({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": about["apiVersion"], "kind": about["kind"], "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta["uid"]},
+        "reason": reason, "message": message, "type": "Warning", "count": 1, "source": {"component": component},
+        "lastTimestamp": now(),
+    })
+
+
+# ----- pod admission ------------------------------------------------------------------------------
+def admit_pod(fake: FakeKubeApi, namespace: str, name: str, spec: Obj) -> str | None:
+    """None if the API server would create this pod, else its 403 message, in the admission plugins'
+    order and words (kubernetes plugin/pkg/admission): serviceaccount ("error looking up service
+    account %s/%s: %v"), priority ("no PriorityClass with name %v was found"), PodSecurity
+    (pod-security-admission: "violates PodSecurity %q: %s", host namespaces and privileged
+    containers only), then ResourceQuota ("exceeded quota: %s, requested: %s, used: %s, limited:
+    %s", unscoped quotas; usage summed over the namespace's pods that have not ended)."""
+    account = spec.get("serviceAccountName") or "default"
+    if account != "default" and fake.get("v1", "ServiceAccount", account, namespace) is None:
+        return forbidden(name, f'error looking up service account {namespace}/{account}: serviceaccount "{account}" '
+                               "not found")
+    wanted = spec.get("priorityClassName")
+    if wanted and fake.get("scheduling.k8s.io/v1", "PriorityClass", wanted) is None:
+        return forbidden(name, f"no PriorityClass with name {wanted} was found")
+    refusal = pod_security_refusal(fake, namespace, spec)
+    if refusal is not None:
+        return forbidden(name, refusal)
+    for quota in fake.objects("v1", "ResourceQuota", namespace):
+        if (refusal := quota_refusal(fake, namespace, quota, spec)) is not None:
+            return forbidden(name, refusal)
+    return None
+
+
+def forbidden(name: str, detail: str) -> str:
+    return f'pods "{name}" is forbidden: {detail}'
+
+
+def pod_security_refusal(fake: FakeKubeApi, namespace: str, spec: Obj) -> str | None:
+    labels = (fake.get("v1", "Namespace", namespace) or {}).get("metadata", {}).get("labels") or {}
+    level = labels.get(POD_SECURITY_LABEL, "privileged")
+    if level == "privileged":
+        return None
+    hosts = [f"{key}=true" for key in ("hostNetwork", "hostPID", "hostIPC") if spec.get(key)]
+    privileged = [c["name"] for c in spec.get("containers", []) if (c.get("securityContext") or {}).get("privileged")]
+    details = ([f"host namespaces ({', '.join(hosts)})"] if hosts else []) + (
+        [f'privileged (container "{privileged[0]}" must not set securityContext.privileged=true)']
+        if privileged else [])
+    return f'violates PodSecurity "{level}:latest": {"; ".join(details)}' if details else None
+
+
+def pod_quota_usage(spec: Obj) -> dict[str, float]:
+    usage = {"pods": 1.0, "count/pods": 1.0}
+    for key, (section, resource) in QUOTA_SOURCES.items():
+        usage[key] = sum(parse_quantity(((c.get("resources") or {}).get(section) or {}).get(resource, "0"))
+                         for c in spec.get("containers", []))
+    return usage
+
+
+def quota_refusal(fake: FakeKubeApi, namespace: str, quota: Obj, spec: Obj) -> str | None:
+    hard = quota.get("spec", {}).get("hard") or {}
+    if quota.get("spec", {}).get("scopes") or quota.get("spec", {}).get("scopeSelector"):
+        return None
+    live = [p for p in fake.objects("v1", "Pod", namespace)
+            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    requested = pod_quota_usage(spec)
+    for key, limit in hard.items():
+        if key not in requested:
+            continue
+        used = sum(pod_quota_usage(p["spec"]).get(key, 0.0) for p in live)
+        if used + requested[key] > parse_quantity(limit):
+            return (f"exceeded quota: {quota['metadata']['name']}, requested: {key}={requested[key]:g}, used: "
+                    f"{key}={used:g}, limited: {key}={limit}")
+    return None
 
 
 def running() -> Obj:
@@ -103,12 +230,28 @@ class JobSim:
         job["status"] = {**job.get("status", {}), **status}
         return self.fake.add(job)
 
-    def start(self) -> None:
-        """Every rank's pod running, the Job counting them ready."""
-        nodes = self.job()["spec"]["completions"]
+    def start(self) -> bool:
+        """Create every index's pod and run it, the Job counting them ready; False if admission refused one.
+
+        A refused pod is what the Job controller's RealPodControl.createPods (pkg/controller/
+        controller_utils.go) makes of it: a Warning event, reason FailedCreate, "Error creating: %v",
+        on the Job; it retries later, so the Job just stays without pods.
+        """
+        job = self.job()
+        nodes = job["spec"]["completions"]
         for index in range(nodes):
+            refusal = admit_pod(self.fake, self.namespace, f"{self.name}-{index}-", job["spec"]["template"]["spec"])
+            if refusal is not None:
+                warning_event(self.fake, job, "FailedCreate", f"Error creating: {refusal}", "job-controller")
+                return False
             self.pod(index, node_name=f"node-{index}")
         self.set_status(active=nodes, ready=nodes)
+        return True
+
+    def expire_ttl(self) -> None:
+        """The TTL-after-finished controller deletes the finished Job (pkg/controller/ttlafterfinished,
+        `processJob`: Foreground propagation); the garbage collector takes what the Job owns."""
+        self.fake.delete("batch/v1", "Job", self.name, self.namespace, policy="Foreground")
 
     def log(self, index: int, *lines: str) -> None:
         self.fake.append_log(self.namespace, self.pod_name(index), *lines)
@@ -134,3 +277,108 @@ class JobSim:
             "reason": reason, "message": message, "type": "Warning", "count": 1,
             "lastTimestamp": "2025-01-01T00:00:05Z",
         })
+
+
+class RaySim:
+    """KubeRay's RayJob and RayCluster controllers for one dlaunch RayJob in K8sJobMode.
+
+    What ray-operator/controllers/ray/rayjob_controller.go does: the RayCluster, owned by the
+    RayJob and labelled with its labels (constructRayClusterForRayJob); head and worker pods owned
+    by the RayCluster, refused ones reported as FailedToCreateHeadPod / FailedToCreateWorkerPod
+    events on it (raycluster_controller.go); then the submitter: a batch/v1 Job with the RayJob's own
+    name, KubeRay's labels only, owned by the RayJob, whose pod template is the RayJob's
+    submitterPodTemplate plus KubeRay's labels (createK8sJobIfNeed, getSubmitterTemplate,
+    createNewK8sJob). Its pod, made by the Job controller, runs `ray job logs --follow`: the driver.
+    """
+
+    def __init__(self, fake: FakeKubeApi, namespace: str, name: str) -> None:
+        self.fake, self.namespace, self.name = fake, namespace, name
+        self.cluster_name = f"{name}-raycluster"
+
+    def rayjob(self) -> Obj:
+        found = self.fake.get("ray.io/v1", "RayJob", self.name, self.namespace)
+        assert found is not None, f"rayjob {self.namespace}/{self.name} was not created"
+        return found
+
+    def set_status(self, **status: Any) -> Obj:
+        rayjob = self.rayjob()
+        rayjob["status"] = {**rayjob.get("status", {}), **status}
+        return self.fake.add(rayjob)
+
+    def start(self) -> bool:
+        """The RayCluster, its pods, the submitter Job and its pod; the RayJob Running. False if a pod
+        was refused (the RayJob then stays Initializing)."""
+        rayjob = self.rayjob()
+        self.set_status(jobDeploymentStatus="Initializing", rayClusterName=self.cluster_name)
+        cluster = self.fake.add({
+            "apiVersion": "ray.io/v1", "kind": "RayCluster",
+            "metadata": {"name": self.cluster_name, "namespace": self.namespace,
+                         "labels": {**rayjob["metadata"].get("labels", {}), **self.kuberay_labels()},
+                         "ownerReferences": [controller_ref(rayjob)]},
+            "spec": rayjob["spec"]["rayClusterSpec"]})
+        if not self.start_ray_pods(cluster):
+            return False
+        submitter = self.submitter_job(rayjob)
+        refusal = admit_pod(self.fake, self.namespace, f"{self.name}-", submitter["spec"]["template"]["spec"])
+        if refusal is not None:
+            warning_event(self.fake, submitter, "FailedCreate", f"Error creating: {refusal}", "job-controller")
+            return False
+        self.driver_pod(submitter)
+        self.set_status(jobDeploymentStatus="Running", jobStatus="RUNNING", jobId=f"{self.name}-id")
+        return True
+
+    def kuberay_labels(self) -> dict[str, str]:
+        return {"ray.io/originated-from-cr-name": self.name, "ray.io/originated-from-crd": "RayJob",
+                "app.kubernetes.io/created-by": "kuberay-operator"}
+
+    def start_ray_pods(self, cluster: Obj) -> bool:
+        groups = [("head", "headgroup", cluster["spec"]["headGroupSpec"], 1)] + [
+            ("worker", group["groupName"], group, int(group["replicas"])) for group in cluster["spec"]["workerGroupSpecs"]]
+        for node_type, group_name, group, replicas in groups:
+            for replica in range(replicas):
+                name = f"{self.cluster_name}-head" if node_type == "head" else \
+                    f"{self.cluster_name}-{group_name}-worker-{replica}"
+                refusal = admit_pod(self.fake, self.namespace, name, group["template"]["spec"])
+                if refusal is not None:
+                    reason = "FailedToCreateHeadPod" if node_type == "head" else "FailedToCreateWorkerPod"
+                    warning_event(self.fake, cluster, reason, f"Failed to create {node_type} Pod {self.namespace}/"
+                                                              f"{name}, {refusal}", "raycluster-controller")
+                    return False
+                labels = {"ray.io/node-type": node_type, "ray.io/group": group_name, "ray.io/cluster": self.cluster_name}
+                self.add_pod(name, group["template"], labels, cluster)
+        return True
+
+    def submitter_job(self, rayjob: Obj) -> Obj:
+        template = rayjob["spec"]["submitterPodTemplate"]
+        template = {**template, "metadata": {"labels": {**template["metadata"].get("labels", {}),
+                                                        **self.kuberay_labels()}}}
+        return self.fake.add({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": self.name, "namespace": self.namespace, "labels": self.kuberay_labels(),
+                         "ownerReferences": [controller_ref(rayjob)]},
+            "spec": {"backoffLimit": 2, "template": template}})
+
+    def driver_pod(self, submitter: Obj) -> Obj:
+        labels = {"batch.kubernetes.io/job-name": self.name, "job-name": self.name,
+                  "batch.kubernetes.io/controller-uid": submitter["metadata"]["uid"]}
+        return self.add_pod(f"{self.name}-driver", submitter["spec"]["template"], labels, submitter)
+
+    def add_pod(self, name: str, template: Obj, labels: dict[str, str], owner: Obj, phase: str = "Running",
+                state: Obj | None = None) -> Obj:
+        container = template["spec"]["containers"][0]
+        status = {"name": container["name"], "image": container["image"], "restartCount": 0, "ready": True,
+                  "state": state or running(), "lastState": {}}
+        return self.fake.add({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": self.namespace,
+                         "labels": {**template["metadata"].get("labels", {}), **labels},
+                         "ownerReferences": [controller_ref(owner)]},
+            "spec": {**template["spec"], "nodeName": "node-1"},
+            "status": {"phase": phase, "containerStatuses": [status]}})
+
+    def log_driver(self, *lines: str) -> None:
+        self.fake.append_log(self.namespace, f"{self.name}-driver", *lines)
+
+    def log_node(self, index: int, *lines: str) -> None:
+        name = f"{self.cluster_name}-head" if index == 0 else f"{self.cluster_name}-workers-worker-{index - 1}"
+        self.fake.append_log(self.namespace, name, *lines)

@@ -16,8 +16,12 @@ from launcher.spec import JobSpec, load_spec_text
 from launcher.targets.kubernetes.cluster import submit_to_cluster
 from launcher.targets.kubernetes.render import plan_for_render, render
 from tests.fake_kube.server import FakeKubeApi
+from training.checkpoint import storage
+from training.checkpoint.storage import LocalStorage, Storage
 
 NAMESPACE = "dlaunch"
+BUCKET = "dlaunch-test"
+CHECKPOINT_URI = f"s3://{BUCKET}/runs"
 K8S_SPEC: dict[str, Any] = {
     "name": "kjob",
     "backend": "deepspeed",
@@ -32,7 +36,7 @@ K8S_SPEC: dict[str, Any] = {
         "batch": {"global": 64, "micro": 4},
         "max_steps": 10,
         "zero": {"stage": 2},
-        "checkpoint": {"uri": "/nonexistent/checkpoints", "every_steps": 5},
+        "checkpoint": {"uri": CHECKPOINT_URI, "every_steps": 5},
     },
 }
 
@@ -79,6 +83,29 @@ def in_background(action: Callable[[], Any], timeout: float = 20.0) -> Iterator[
     assert not thread.is_alive(), "the background action did not finish"
 
 
+class BucketsInDirectory(LocalStorage):
+    """S3 buckets kept under a local directory (`s3://b/key` is `root/b/key`), read-only: what `status`
+    and `submit` read of a job's checkpoints (`latest`), without an S3 server or the network."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def read_bytes(self, uri: str) -> bytes:
+        return super().read_bytes(str(self.root / uri.removeprefix("s3://")))
+
+
+@pytest.fixture
+def buckets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where s3:// checkpoints live for the launcher in this test: tmp_path/s3/<bucket>/<key>."""
+    root = tmp_path / "s3"
+    original = storage.storage_for
+
+    def storage_for(uri: str, **options: Any) -> Storage:
+        return BucketsInDirectory(root) if uri.startswith("s3://") else original(uri, **options)
+    monkeypatch.setattr(storage, "storage_for", storage_for)
+    return root
+
+
 @pytest.fixture
 def fake_kube() -> Iterator[FakeKubeApi]:
     """A running fake API server with namespaces `default` and `dlaunch`."""
@@ -87,8 +114,9 @@ def fake_kube() -> Iterator[FakeKubeApi]:
 
 
 @pytest.fixture
-def kubeconfig(fake_kube: FakeKubeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """$KUBECONFIG -> a kubeconfig for the fake, contexts `fake` (current) and `team` (namespace dlaunch)."""
+def kubeconfig(fake_kube: FakeKubeApi, buckets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$KUBECONFIG -> a kubeconfig for the fake, contexts `fake` (current) and `team` (namespace dlaunch);
+    s3:// checkpoints read from `buckets`."""
     path = fake_kube.write_kubeconfig(tmp_path / "kubeconfig", {"fake": None, "team": NAMESPACE})
     monkeypatch.setenv("KUBECONFIG", str(path))
     return path
@@ -96,12 +124,11 @@ def kubeconfig(fake_kube: FakeKubeApi, tmp_path: Path, monkeypatch: pytest.Monke
 
 @pytest.fixture
 def spec_file(tmp_path: Path) -> Callable[..., Path]:
-    """Write `k8s_spec(**sections)` to a file; its checkpoints go under tmp_path/ckpt."""
+    """Write `k8s_spec(**sections)` to a file."""
     counter = iter(range(10**6))
 
     def write(**sections: Any) -> Path:
         spec = k8s_spec(**sections)
-        spec["training"]["checkpoint"]["uri"] = str(tmp_path / "ckpt")
         path = tmp_path / f"cluster-{next(counter)}.yaml"
         path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
         return path

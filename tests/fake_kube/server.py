@@ -21,7 +21,11 @@ What it models (what dlaunch uses):
   `tailLines`, and the 400 answers for a container that has not started;
 - delete with `propagationPolicy` Foreground (the object is marked with deletionTimestamp,
   dependents found by ownerReferences are deleted, then the object: all within the request,
-  where the real garbage collector works asynchronously), Background and Orphan;
+  where the real garbage collector works asynchronously), Background and Orphan; and the
+  garbage collector's rule for dependents (kubernetes pkg/controller/garbagecollector,
+  `attemptToDeleteItem`): a dependent goes once none of its owners exists, so an object with a
+  second, living owner stays. `FakeKubeApi.delete` does the same for the simulated controllers
+  (the TTL-after-finished controller deletes a finished Job with Foreground propagation);
 - bearer-token authentication (401), RBAC refusals (403) and SelfSubjectAccessReview answers
   from the same deny rules, SelfSubjectReview (who am I);
 - fault injection: any status (403, 404, 409, 410, 422, 429 with Retry-After, 500, ...) or a
@@ -29,7 +33,8 @@ What it models (what dlaunch uses):
   watch and log stream; and a log of every request, to count what a command sends.
 
 What it does NOT model: controllers of any kind (no Job controller, scheduler, kubelet, KubeRay
-or Kueue: tests write Pods, Events and status themselves); defaulting, admission, and schema
+or Kueue: tests write Pods, Events and status themselves, or play the Job controller with its
+pod admission and KubeRay with `cluster_sim.JobSim` and `RaySim`); defaulting, admission, and schema
 validation (any JSON is stored as sent, except the checks named above); field ownership and
 apply conflicts between managers (labels and annotations are merged, every other field is
 replaced by the applied configuration, and 409 Conflict only comes from fault injection);
@@ -276,7 +281,13 @@ class FakeKubeApi:
         return [obj for _, obj in selected]
 
     def remove(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
+        """Remove an object at once, leaving its dependents (no garbage collection)."""
         self.api.store.remove(key_of(self._type(api_version, kind), namespace, name))
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
+               policy: str = "Background") -> None:
+        """Delete an object as a controller's DELETE request would, dependents going by garbage collection."""
+        self.api.delete(key_of(self._type(api_version, kind), namespace, name), policy)
 
     def append_log(self, namespace: str, pod: str, *lines: str, container: str | None = None) -> None:
         """Lines written by the current run of a container (the pod's only one unless named)."""

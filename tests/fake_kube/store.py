@@ -45,15 +45,22 @@ BUILTIN_TYPES = (
     ResourceType("", "v1", "services", "Service"),
     ResourceType("", "v1", "secrets", "Secret"),
     ResourceType("", "v1", "events", "Event"),
+    ResourceType("", "v1", "serviceaccounts", "ServiceAccount"),
+    ResourceType("", "v1", "resourcequotas", "ResourceQuota"),
+    ResourceType("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", namespaced=False),
     ResourceType("batch", "v1", "jobs", "Job"),
     ResourceType("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview",
                  namespaced=False),
     ResourceType("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", namespaced=False),
 )
-# API groups a cluster may or may not have: the fake starts with both installed.
+# API groups a cluster may or may not have: the fake starts with all installed. Kueue serves
+# v1beta2 and the deprecated v1beta1 (older releases only v1beta1: uninstall v1beta2); the fake
+# keeps an object in the version it was written in, without conversion between them.
 OPTIONAL_TYPES = (
     ResourceType("ray.io", "v1", "rayjobs", "RayJob"),
-    ResourceType("kueue.x-k8s.io", "v1beta1", "localqueues", "LocalQueue"),
+    ResourceType("ray.io", "v1", "rayclusters", "RayCluster"),
+    *(ResourceType("kueue.x-k8s.io", version, plural, kind) for version in ("v1beta2", "v1beta1")
+      for plural, kind in (("localqueues", "LocalQueue"), ("workloads", "Workload"))),
 )
 
 Key = tuple[str, str, str, str, str]

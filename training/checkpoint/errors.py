@@ -21,3 +21,10 @@ class ObjectNotFoundError(StorageError, FileNotFoundError):
 
 class InvalidUriError(CheckpointError, ValueError):
     """A storage URI is malformed or unsupported; the message quotes it and the accepted forms."""
+
+
+class IncompatibleCheckpointError(CheckpointError, ValueError):
+    """The job's model differs from the one its checkpoints were written for (architecture, vocabulary
+    or labels): resuming cannot work, so it is a configuration error (the worker exits
+    `exitcodes.CONFIG_ERROR`, which no restart retries). The message names the difference and how to
+    start fresh while keeping the old checkpoints."""

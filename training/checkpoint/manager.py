@@ -35,7 +35,7 @@ from typing import Any
 
 from training.checkpoint import commit as protocol
 from training.checkpoint.commit import step_name, step_uri
-from training.checkpoint.errors import CheckpointError
+from training.checkpoint.errors import CheckpointError, IncompatibleCheckpointError
 from training.checkpoint.rng import capture_rng, restore_rng
 from training.checkpoint.storage import LocalStorage, S3Options, join_uri, local_path, storage_for
 from training.checkpoint.uploader import UploadProcess
@@ -269,7 +269,7 @@ class CheckpointManager:
         import torch
 
         directory = self._local_copy(checkpoint)
-        loaded, _ = engine.load_checkpoint(os.fspath(directory.parent), tag=directory.name)
+        loaded = _load_engine(engine, directory, checkpoint.uri)
         if loaded is None:
             raise CheckpointError(f"DeepSpeed found no checkpoint in {directory} (copied from {checkpoint.uri})")
         state = torch.load(directory / f"rank-{self.rank}.pt", weights_only=True)
@@ -346,6 +346,29 @@ def _distributed() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
+
+
+def _load_engine(engine: Any, directory: Path, uri: str) -> Any:
+    """`engine.load_checkpoint` of `directory`; a model that does not fit the saved tensors is a
+    configuration error, not a crash to retry.
+
+    DeepSpeed restores the module with `module.load_state_dict(..., strict=True)`
+    (deepspeed/runtime/engine.py, `DeepSpeedEngine.load_module_state_dict`), and torch's
+    `Module.load_state_dict` raises RuntimeError("Error(s) in loading state_dict for ...: size
+    mismatch for ... / Missing key(s) ...") when the model differs. model.json normally catches a
+    changed model before this (`training.models.restore.refuse_incompatible_resume`); this covers
+    what it cannot see, such as a user's `model.factory`.
+    """
+    try:
+        loaded, _ = engine.load_checkpoint(os.fspath(directory.parent), tag=directory.name)
+    except RuntimeError as exc:
+        if "Error(s) in loading state_dict" not in str(exc):
+            raise
+        from training.models.compat import incompatible_message
+
+        detail = str(exc).split("\n", 2)[1].strip() if "\n" in str(exc) else str(exc)
+        raise IncompatibleCheckpointError(incompatible_message(uri.rsplit("/", 1)[0], [detail])) from exc
+    return loaded
 
 
 def _require_json(step: int, **values: Any) -> None:

@@ -20,6 +20,8 @@ S3 credentials come only from the environment or the standard boto3 chain.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import os
 import shutil
 import uuid
@@ -28,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from training.checkpoint.errors import CheckpointError, InvalidUriError, ObjectNotFoundError, StorageError
 
@@ -44,6 +46,7 @@ _BUCKET_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789.-")
 _S3_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _S3_DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 _S3_DELETE_BATCH = 1000  # the most keys one DeleteObjects call accepts
+_COPY_CHUNK = 4 * MiB  # read size of a hashing copy: large enough that per-call overhead does not matter
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -95,6 +98,54 @@ def storage_for(uri: str, *, endpoint_url: str | None = None, s3_options: S3Opti
     raise InvalidUriError(f"unsupported storage URI '{uri}': use a local path, file:///path or s3://bucket/prefix")
 
 
+class Sha256Reader:
+    """A seekable binary reader that computes the sha256 of a file from the buffers it hands out.
+
+    Uploading through it hashes the file in the same pass that sends it. Readers may seek back and
+    read again (botocore rewinds a body to checksum it, and to retry a request): only bytes at the
+    hashed frontier extend the hash, so re-read bytes are not hashed twice. `finish()` hashes
+    whatever the reads skipped, so the result is always the sha256 of the whole file.
+    """
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._digest = hashlib.sha256()
+        self._hashed = 0  # bytes [0, _hashed) of the file are in the digest
+        self._position = handle.tell()  # kept here: asking the file costs a system call per read
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to `size` bytes from the current position (all that is left for None or -1)."""
+        data = self._handle.read(-1 if size is None else size)
+        start, self._position = self._position, self._position + len(data)
+        if start <= self._hashed < self._position:
+            self._digest.update(memoryview(data)[self._hashed - start:])
+            self._hashed = self._position
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._position = self._handle.seek(offset, whence)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Closing is the owner's business (the `with` that opened the file); uploaders may call this early."""
+
+    def finish(self) -> tuple[int, str]:
+        """(size, sha256 hex) of the whole file: the hash so far, plus whatever was never read."""
+        self.seek(self._hashed)
+        while self.read(_COPY_CHUNK):
+            pass
+        return self._hashed, self._digest.hexdigest()
+
+
 class Storage(ABC):
     """Checkpoint I/O over URIs. See the module docstring for the conventions both sides keep."""
 
@@ -137,6 +188,17 @@ class Storage(ABC):
     @abstractmethod
     def delete_prefix(self, prefix_uri: str) -> int:
         """Remove every object under `prefix_uri`; returns how many there were."""
+
+    def upload_file_hashed(self, local: str | os.PathLike[str], uri: str) -> tuple[int, str]:
+        """`upload_file`, returning the size and sha256 of the file as it was read for the upload.
+
+        This generic version reads the file twice (hash, then upload); `LocalStorage` and
+        `S3Storage` hash the very buffers they send, in one pass over the file.
+        """
+        with _local_errors(f"hash {local}"), open(_regular_file(Path(local)), "rb") as handle:
+            hashed = Sha256Reader(handle).finish()
+        self.upload_file(local, uri)
+        return hashed
 
     def upload_dir(self, local_dir: str | os.PathLike[str], prefix_uri: str) -> list[str]:
         """Upload every file under `local_dir` to the same relative keys under `prefix_uri`."""
@@ -198,6 +260,14 @@ class LocalStorage(Storage):
         """Copy a local file to the target path atomically."""
         with _local_errors(f"upload {local} to {uri}"):
             _atomic_copy(_regular_file(Path(local)), local_path(uri))
+
+    def upload_file_hashed(self, local: str | os.PathLike[str], uri: str) -> tuple[int, str]:
+        """`upload_file`, hashing each buffer as it is copied: one read of the file, not two."""
+        with _local_errors(f"upload {local} to {uri}"), open(_regular_file(Path(local)), "rb") as handle:
+            reader = Sha256Reader(handle)
+            with _atomic_target(local_path(uri)) as tmp, open(tmp, "xb") as out:
+                shutil.copyfileobj(reader, out, _COPY_CHUNK)
+            return reader.finish()
 
     def download_file(self, uri: str, local: str | os.PathLike[str]) -> None:
         """Copy the file at `uri` to a local path atomically."""
@@ -271,6 +341,10 @@ class S3Storage(Storage):
             max_concurrency=opts.max_concurrency,
             use_threads=True,
         )
+        # Streams are uploaded from parts read into memory: keep only those the threads are sending
+        # (s3transfer.manager.TransferConfig, `max_in_memory_upload_chunks`, default 10).
+        self._stream_transfer = copy.copy(self._transfer)
+        self._stream_transfer.max_in_memory_upload_chunks = opts.max_concurrency
 
     def __repr__(self) -> str:
         return f"S3Storage(endpoint_url={self.endpoint_url!r})"
@@ -322,6 +396,22 @@ class S3Storage(Storage):
         bucket, key = self._object(uri)
         with self._errors(f"upload {local} to {uri}", uri):
             self._client.upload_file(os.fspath(_regular_file(Path(local))), bucket, key, Config=self._transfer)
+
+    def upload_file_hashed(self, local: str | os.PathLike[str], uri: str) -> tuple[int, str]:
+        """`upload_file`, hashing the buffers that are sent: one read of the file, not two.
+
+        boto3's `upload_fileobj` with a seekable stream (s3transfer/upload.py,
+        `UploadSeekableInputManager`) reads each multipart part in order, once, into memory in the
+        submitting thread, so the reader hashes the file front to back; the parts' upload threads
+        and botocore's retries re-read those in-memory copies, not the stream. A single PutObject
+        sends the stream itself, which botocore may rewind (checksum, retry): `Sha256Reader`
+        hashes re-read bytes only once. At most `max_concurrency + 1` parts are held in memory.
+        """
+        bucket, key = self._object(uri)
+        with self._errors(f"upload {local} to {uri}", uri), open(_regular_file(Path(local)), "rb") as handle:
+            reader = Sha256Reader(handle)
+            self._client.upload_fileobj(reader, bucket, key, Config=self._stream_transfer)
+            return reader.finish()
 
     def download_file(self, uri: str, local: str | os.PathLike[str]) -> None:
         """Download (ranged GETs in parallel for large objects) to a temp file, then rename it."""

@@ -4,7 +4,9 @@ Training waits only while DeepSpeed writes the rank's state into a local staging
 This process then hashes and uploads those files, writes the rank's upload marker and, on
 rank 0, waits for every rank's marker and commits: manifest, then `latest`, then retention.
 It is a process rather than a thread so that hashing and the S3 client never hold the GIL
-the training step needs; it runs at a lower CPU priority for the same reason.
+the training step needs. For the same reason it yields the machine to training: it runs in
+the idle CPU scheduling class and the idle I/O class (see `lower_priority`), and reads each file
+once, hashing the very buffers it uploads.
 
 It ignores SIGINT and SIGTERM (a preempted trainer still needs its last upload) and dies with
 its parent (PR_SET_PDEATHSIG), so a killed rank never leaves an upload running behind it.
@@ -37,6 +39,11 @@ from training.checkpoint.storage import TEMP_SUFFIX, LocalStorage, S3Options, St
 log = logging.getLogger("training.checkpoint.uploader")
 
 _PR_SET_PDEATHSIG = 1
+# ioprio_set(2)/ioprio_get(2): Linux's include/uapi/linux/ioprio.h; glibc has no wrapper, so by number.
+_IOPRIO_WHO_PROCESS = 1
+_IOPRIO_CLASS_SHIFT = 13
+IOPRIO_CLASS_IDLE = 3
+_IOPRIO_SYSCALLS = {"x86_64": (251, 252), "aarch64": (30, 31)}  # machine -> (ioprio_set, ioprio_get)
 
 
 # ---- the work: upload one rank's staged files, then (rank 0) commit -----------------------------
@@ -45,16 +52,16 @@ _PR_SET_PDEATHSIG = 1
 def upload_staged(storage: Storage, staged: Path, prefix_uri: str) -> list[dict[str, Any]]:
     """Upload every file under `staged` to `prefix_uri`; returns their manifest entries.
 
-    Each file is made read-only, hashed, uploaded, and its stored size checked, so the sha256
-    recorded is of exactly the bytes that were sent and nothing can change them in between.
+    Each file is made read-only, then uploaded and hashed in one pass (the sha256 is computed
+    from the buffers that are sent), and its stored size checked, so the sha256 recorded is of
+    exactly the bytes that were sent.
     """
     entries = []
     for key in LocalStorage().list(os.fspath(staged)):
         path = staged / key
         path.chmod(0o444)
-        size, digest = protocol.hash_file(path)
         uri = join_uri(prefix_uri, key)
-        _place(storage, path, uri)
+        size, digest = _place(storage, path, uri)
         stored = storage.size(uri)
         if stored != size:
             raise StorageError(f"Failed to upload {path} to {uri}: {stored} bytes arrived of {size}")
@@ -62,21 +69,26 @@ def upload_staged(storage: Storage, staged: Path, prefix_uri: str) -> list[dict[
     return entries
 
 
-def _place(storage: Storage, source: Path, uri: str) -> None:
-    """Copy one file to storage; a local root on the same filesystem gets a hard link instead."""
+def _place(storage: Storage, source: Path, uri: str) -> tuple[int, str]:
+    """Copy one file to storage, hashing it on the way; (size, sha256) of what was placed.
+
+    A local root on the same filesystem gets a hard link instead of a copy, which reads nothing,
+    so there the file is read once to hash it.
+    """
     if isinstance(storage, LocalStorage):
         target = local_path(uri)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name[:200]}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
+        hashed = protocol.hash_file(source)
         try:
             with open(source, "rb") as handle:
                 os.fsync(handle.fileno())
             os.link(source, tmp)
             os.replace(tmp, target)
-            return
+            return hashed
         except OSError:  # another filesystem, or links not allowed: copy
             tmp.unlink(missing_ok=True)
-    storage.upload_file(source, uri)
+    return storage.upload_file_hashed(source, uri)
 
 
 def run_upload(storage: Storage, job: dict[str, Any]) -> dict[str, Any]:
@@ -179,6 +191,60 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def lower_priority(niceness: int) -> list[str]:
+    """Make this process take only CPU and disk time that training leaves idle; what could not be done.
+
+    Call it before any thread starts: Linux applies each setting to the calling thread, and the
+    threads it starts later (boto3's transfer threads) inherit them.
+    - nice `niceness` (shown by ps and top; the CPU weight if the idle class is refused);
+    - CPU scheduling class SCHED_IDLE: weight 3 against 1024 for a nice-0 trainer thread, where nice
+      10 still weighs 110, about 10 % of a shared core (Linux kernel/sched/core.c,
+      `set_load_weight`, WEIGHT_IDLEPRIO; `sched_prio_to_weight`). No privilege is needed to lower it;
+    - I/O class idle: served only when no other I/O waits, by the schedulers that use classes (BFQ;
+      `none` and `mq-deadline` ignore it). Linux block/ioprio.c, `ioprio_set` with who=0 sets the
+      calling thread's io_context; kernel/fork.c, `copy_io`, copies it to new threads.
+    It never fails: a setting the system refuses (a seccomp filter, another OS) is reported instead.
+    """
+    refused = []
+    try:
+        os.nice(niceness)
+    except OSError as e:
+        refused.append(f"nice {niceness}: {e}")
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError) as e:
+        refused.append(f"SCHED_IDLE: {e}")
+    try:
+        set_ioprio(0, IOPRIO_CLASS_IDLE, 0)
+    except OSError as e:
+        refused.append(f"idle I/O class: {e}")
+    return refused
+
+
+def _ioprio_call(which: int, *args: int) -> int:
+    """ioprio_set (which=0) or ioprio_get (which=1) through libc's syscall(2); OSError if refused."""
+    numbers = _IOPRIO_SYSCALLS.get(os.uname().machine)
+    if numbers is None:
+        raise OSError(f"no ioprio system call number known for {os.uname().machine}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    result = libc.syscall(ctypes.c_long(numbers[which]), *(ctypes.c_int(a) for a in args))
+    if result < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+    return result
+
+
+def set_ioprio(pid: int, io_class: int, level: int) -> None:
+    """Set the I/O scheduling class and level of thread `pid` (0: the calling thread)."""
+    _ioprio_call(0, _IOPRIO_WHO_PROCESS, pid, (io_class << _IOPRIO_CLASS_SHIFT) | level)
+
+
+def get_ioprio(pid: int) -> tuple[int, int]:
+    """(I/O scheduling class, level) of thread `pid`: what `ionice -p` shows."""
+    value = _ioprio_call(1, _IOPRIO_WHO_PROCESS, pid)
+    return value >> _IOPRIO_CLASS_SHIFT, value & ((1 << _IOPRIO_CLASS_SHIFT) - 1)
+
+
 def serve(config: dict[str, Any], channel: LineChannel, out: IO[bytes]) -> None:
     """Run upload jobs until told to exit or the trainer goes away."""
     options = S3Options(**config["s3_options"]) if config.get("s3_options") else None
@@ -204,16 +270,17 @@ def serve(config: dict[str, Any], channel: LineChannel, out: IO[bytes]) -> None:
 
 def main() -> int:
     config = json.loads(sys.argv[1])
+    refused = lower_priority(config["niceness"]) if config.get("niceness") else []
     die_with_parent(config["parent_pid"])
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if config.get("niceness"):
-        os.nice(config["niceness"])
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints must not corrupt the reply stream
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s upload[{config.get('rank', '?')}]: "
                                                    "%(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
+    for what in refused:
+        log.info("could not lower this process's priority (%s); uploads compete with training for it", what)
     serve(config, LineChannel(0), out)
     return 0
 

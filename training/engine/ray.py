@@ -2,47 +2,39 @@
 
 Each Ray worker runs exactly what a torchrun worker runs (`training.run.train`): the same
 task, model, DeepSpeed engine (or DDP for ZeRO stage 0), loop and checkpoint manager. Ray
-supplies the process group, restarts the worker group on failure (`FailureConfig`), and is
-told about every committed checkpoint through `ray.train.report`, with a small pointer
-directory (`dlaunch_checkpoint.json`: URI and step) rather than a second copy of the shards.
+supplies the process group and restarts the worker group on failure (`FailureConfig`); the
+restarted workers resume from dlaunch's newest verified checkpoint, as torchrun workers do.
+
+Checkpoints are never registered with Ray: each committed one is reported as metrics only.
+Ray Train persists a reported checkpoint under `RunConfig.storage_path` and, before that, checks
+for a marker file the driver wrote there (ray/train/v2/_internal/execution/storage.py:
+StorageContext.persist_current_checkpoint -> _check_validation_file). On KubeRay the driver runs
+on the head pod, so a local storage path exists only there and every report from a worker pod
+raises "A local path on the head node is not accessible by worker nodes". dlaunch's own commit
+protocol already makes checkpoints durable and resumable, so Ray needs no copy and no pointer.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from training.config import ResolvedJob
 
-POINTER_FILE = "dlaunch_checkpoint.json"
+
+def checkpoint_metrics(step: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """The numbers reported to Ray for a committed checkpoint: its step and numeric extras."""
+    numbers = {k: v for k, v in extra.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"step": step, **numbers}
 
 
 def report_checkpoint(step: int, extra: dict[str, Any]) -> None:
-    """Register a committed dlaunch checkpoint with Ray (every rank must call this)."""
+    """Tell Ray a dlaunch checkpoint committed, as metrics without a Ray checkpoint. Every rank
+    calls this: in Ray Train v2 `report` is a barrier across the worker group
+    (ray/train/v2/_internal/execution/context.py TrainContext.report)."""
     import ray.train
 
-    metrics = {"step": step, **{k: v for k, v in extra.items() if isinstance(v, (int, float)) and v is not None}}
-    with tempfile.TemporaryDirectory() as pointer_dir:
-        if ray.train.get_context().get_world_rank() == 0:
-            Path(pointer_dir, POINTER_FILE).write_text(json.dumps({"step": step, "path": extra.get("path")}))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(pointer_dir))
-        else:
-            ray.train.report(metrics)
-
-
-def ray_restored_step() -> int | None:
-    """The step of the checkpoint Ray restored this worker group from, if any."""
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as directory:
-        pointer = Path(directory, POINTER_FILE)
-        return json.loads(pointer.read_text())["step"] if pointer.is_file() else None
+    ray.train.report(checkpoint_metrics(step, extra))
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -57,10 +49,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         from training.run import redirect_output_to_log
 
         redirect_output_to_log(os.environ["DLAUNCH_LOG_DIR"], str(ray.train.get_context().get_world_rank()))
-    restored = ray_restored_step()
-    if restored is not None:
-        print(f"[dlaunch] Ray restored the worker group; its last registered checkpoint is step {restored}",
-              flush=True)
     from training.data.sources import DataError
 
     try:
@@ -73,8 +61,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def build_trainer(job: ResolvedJob, storage_path: str) -> Any:
     """A TorchTrainer with one worker per (node x process) slot of the spec; Ray restarts the
-    worker group up to `max_restarts` times."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    worker group up to `max_restarts` times. `storage_path` holds only Ray's own run state."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     import ray
@@ -89,6 +77,5 @@ def build_trainer(job: ResolvedJob, storage_path: str) -> Any:
         scaling_config=ScalingConfig(num_workers=job.world_size, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": 1, **({"GPU": 1} if use_gpu else {})}),
         run_config=RunConfig(name=job.name, storage_path=storage_path,
-                             failure_config=FailureConfig(max_failures=job.max_restarts),
-                             checkpoint_config=CheckpointConfig(num_to_keep=job.training.checkpoint.keep_last)),
+                             failure_config=FailureConfig(max_failures=job.max_restarts)),
     )

@@ -10,18 +10,24 @@ quantization, comparison or distillation.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from training.checkpoint.errors import IncompatibleCheckpointError
 from training.checkpoint.storage import join_uri, storage_for
+from training.models.compat import incompatible_message, model_differences
 
 if TYPE_CHECKING:
     from torch import nn
 
 MODEL_INFO = "model.json"
 TOKENIZER_DIR = "tokenizer"
+CHECKPOINTS_DIR = "checkpoints"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,9 +41,9 @@ class TrainedModel:
 def describe_model(model: "nn.Module", task: Any) -> dict[str, Any]:
     """What `load_trained_model` needs to rebuild `model` (a preset LM or a classifier)."""
     job = task.job
-    info: dict[str, Any] = {"type": job.training.model.type, "preset": job.training.model.preset,
-                            "factory": job.training.model.factory, "overrides": job.training.model.overrides,
-                            "seq_len": job.training.data.seq_len}
+    spec = job.training.model
+    info: dict[str, Any] = {"type": spec.type, "preset": spec.preset, "pretrained": spec.pretrained,
+                            "factory": spec.factory, "overrides": spec.overrides, "seq_len": job.training.data.seq_len}
     if hasattr(model, "backbone"):
         info.update(backbone_config=model.backbone.config.to_dict(), num_labels=task.num_labels,
                     classes=task.classes)
@@ -46,10 +52,48 @@ def describe_model(model: "nn.Module", task: Any) -> dict[str, Any]:
     return info
 
 
-def save_model_info(job_root: str, model: "nn.Module", task: Any, endpoint_url: str | None = None) -> None:
-    """Rank 0, once per run: model.json plus the tokenizer, next to the checkpoints."""
+def has_committed_checkpoint(job_root: str, endpoint_url: str | None = None) -> bool:
+    """Whether `<job_root>/checkpoints` holds a committed checkpoint that a resume would load."""
+    from training.checkpoint.manager import latest_step
+
+    return latest_step(join_uri(job_root, CHECKPOINTS_DIR), endpoint_url=endpoint_url) is not None
+
+
+def recorded_model(job_root: str, endpoint_url: str | None = None) -> dict[str, Any] | None:
+    """The model.json of `job_root` when a committed checkpoint depends on it, else None.
+
+    Without a committed checkpoint nothing would be resumed, so a new model may replace the record.
+    An unreadable record is skipped with a warning: loading then still refuses a mismatch
+    (`CheckpointManager.load`).
+    """
     storage = storage_for(job_root, endpoint_url=endpoint_url)
-    storage.write_bytes(join_uri(job_root, MODEL_INFO), json.dumps(describe_model(model, task), indent=1).encode())
+    uri = join_uri(job_root, MODEL_INFO)
+    if not has_committed_checkpoint(job_root, endpoint_url) or not storage.exists(uri):
+        return None
+    try:
+        recorded = json.loads(storage.read_bytes(uri))
+    except ValueError as exc:
+        log.warning("cannot compare the model with %s (%s); resuming without that check", uri, exc)
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def refuse_incompatible_resume(job_root: str, current: dict[str, Any], endpoint_url: str | None = None) -> None:
+    """Raise `IncompatibleCheckpointError` when `current` (a `describe_model` dict) cannot resume
+    the committed checkpoints of `job_root`; they and their model.json stay as they are."""
+    recorded = recorded_model(job_root, endpoint_url)
+    differences = model_differences(recorded, current) if recorded is not None else []
+    if differences:
+        raise IncompatibleCheckpointError(incompatible_message(join_uri(job_root, CHECKPOINTS_DIR), differences))
+
+
+def save_model_info(job_root: str, model: "nn.Module", task: Any, endpoint_url: str | None = None) -> None:
+    """Rank 0, once per run, before anything is resumed: model.json plus the tokenizer, next to the
+    checkpoints. Refuses (before overwriting them) a model that the committed checkpoints do not fit."""
+    info = describe_model(model, task)
+    refuse_incompatible_resume(job_root, info, endpoint_url)
+    storage = storage_for(job_root, endpoint_url=endpoint_url)
+    storage.write_bytes(join_uri(job_root, MODEL_INFO), json.dumps(info, indent=1).encode())
     tokenizer = getattr(task, "tokenizer", None)
     if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
         with tempfile.TemporaryDirectory() as tmp:

@@ -63,7 +63,7 @@ requests:
 - name: DLAUNCH_RDZV_WAIT_TIMEOUT
   value: {{ int64 $v.rendezvous.joinTimeout | toString | toJson }}
 - name: TORCH_ELASTIC_SHUTDOWN_TIMEOUT
-  value: {{ int64 $v.terminationGrace | toString | toJson }}
+  value: {{ include "dlaunch.elasticShutdownTimeout" $v | toJson }}
 {{- end }}
 {{- range $name, $value := $v.env }}
 - name: {{ $name }}
@@ -72,44 +72,47 @@ requests:
 {{- $env := $v.env | default dict -}}
 {{- with $v.secrets }}
 {{- if .s3 }}
-{{- if not (hasKey $env "AWS_ACCESS_KEY_ID") }}
-- name: AWS_ACCESS_KEY_ID
-  valueFrom:
-    secretKeyRef: {name: {{ .s3 }}, key: AWS_ACCESS_KEY_ID}
+{{- if not (hasKey $env "AWS_SHARED_CREDENTIALS_FILE") }}
+- name: AWS_SHARED_CREDENTIALS_FILE
+  value: /etc/dlaunch/secrets/s3/credentials
 {{- end }}
-{{- if not (hasKey $env "AWS_SECRET_ACCESS_KEY") }}
-- name: AWS_SECRET_ACCESS_KEY
-  valueFrom:
-    secretKeyRef: {name: {{ .s3 }}, key: AWS_SECRET_ACCESS_KEY}
-{{- end }}
-{{- if not (hasKey $env "AWS_ENDPOINT_URL") }}
-- name: AWS_ENDPOINT_URL
-  valueFrom:
-    secretKeyRef: {name: {{ .s3 }}, key: AWS_ENDPOINT_URL, optional: true}
+{{- if not (hasKey $env "AWS_CONFIG_FILE") }}
+- name: AWS_CONFIG_FILE
+  value: /etc/dlaunch/secrets/s3/config
 {{- end }}
 {{- end }}
-{{- if and .wandb (not (hasKey $env "WANDB_API_KEY")) }}
-- name: WANDB_API_KEY
-  valueFrom:
-    secretKeyRef: {name: {{ .wandb }}, key: WANDB_API_KEY}
+{{- if and .wandb (not (hasKey $env "NETRC")) }}
+- name: NETRC
+  value: /etc/dlaunch/secrets/wandb/netrc
 {{- end }}
 {{- end }}
 {{- end -}}
 
-{{/* The restricted Pod Security profile, container part. */}}
+{{/* The restricted Pod Security profile, container part, and a read-only root filesystem. */}}
 {{- define "dlaunch.containerSecurityContext" -}}
 securityContext:
   allowPrivilegeEscalation: false
   capabilities:
     drop: [ALL]
+  readOnlyRootFilesystem: true
 {{- end -}}
 
-{{/* Mounts of containers that run the job's code. */}}
+{{/* Mounts of containers that run the job's code: the job file, the writable emptyDirs and the
+credential Secrets as read-only files. */}}
 {{- define "dlaunch.volumeMounts" -}}
 volumeMounts:
 - {name: job-config, mountPath: /etc/dlaunch, readOnly: true}
 - {name: dshm, mountPath: /dev/shm}
 - {name: scratch, mountPath: /scratch}
+- {name: tmp, mountPath: /tmp}
+{{- with .Values.secrets }}
+{{- if .s3 }}
+- {name: s3-credentials, mountPath: /etc/dlaunch/secrets/s3, readOnly: true}
+{{- end }}
+{{- if .wandb }}
+- {name: wandb-credentials, mountPath: /etc/dlaunch/secrets/wandb, readOnly: true}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* The job's ConfigMap, a memory-backed /dev/shm and scratch space. Context: dict root, shm. */}}
@@ -124,6 +127,22 @@ volumes:
     sizeLimit: {{ .shm | toString | toJson }}
 - name: scratch
   emptyDir: {}
+- name: tmp
+  emptyDir: {}
+{{- with .root.Values.secrets }}
+{{- if .s3 }}
+- name: s3-credentials
+  secret:
+    secretName: {{ .s3 }}
+    defaultMode: 288
+{{- end }}
+{{- if .wandb }}
+- name: wandb-credentials
+  secret:
+    secretName: {{ .wandb }}
+    defaultMode: 288
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Pod-spec fields every pod shares: identity, scheduling, security, grace period. */}}
@@ -169,4 +188,46 @@ terminationGracePeriodSeconds: {{ int64 $v.terminationGrace }}
 metadata:
   labels:
     {{- include "dlaunch.labels" . | nindent 4 }}
+{{- end -}}
+
+{{/* torch elastic's shutdown window: the grace period less a tenth (at least 5 s), at least 1 s,
+as render.py elastic_shutdown_timeout; workers stop before the kubelet's SIGKILL. */}}
+{{- define "dlaunch.elasticShutdownTimeout" -}}
+{{- $grace := int64 .terminationGrace -}}
+{{- max 1 (sub $grace (max 5 (div $grace 10))) | toString -}}
+{{- end -}}
+
+{{/* A Job's template and a RayJob's cluster spec are immutable: `helm upgrade` with changed
+values would fail on them with a long API error. Where the release's workload exists with
+another spec hash, fail early and say what to do. `lookup` is empty under `helm template`.
+Context: dict root, apiVersion, kind. */}}
+{{- define "dlaunch.refuseChangedJob" -}}
+{{- $v := .root.Values -}}
+{{- $ns := $v.namespace | default .root.Release.Namespace -}}
+{{- $existing := lookup .apiVersion .kind $ns $v.name -}}
+{{- if $existing -}}
+{{- $hash := index ($existing.metadata.annotations | default dict) "dlaunch.dev/spec-hash" | default "" -}}
+{{- if ne $hash $v.specHash -}}
+{{- fail (printf "%s %s/%s exists with spec hash %q, these values have %q: a %s cannot be changed in place. Run `helm uninstall %s -n %s`, then `helm install` again (checkpoints are kept; the job resumes from the newest), or use `dlaunch submit --replace`." .kind $ns $v.name $hash $v.specHash .kind .root.Release.Name $ns) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Liveness and readiness probes of a Ray container, as render.py ray_probes: KubeRay's HTTP
+health check with its timings. Context: the timeout in seconds (5 on the head, 2 on workers). */}}
+{{- define "dlaunch.rayProbes" -}}
+livenessProbe:
+  httpGet: {path: /api/healthz, port: 52365}
+  initialDelaySeconds: 30
+  timeoutSeconds: {{ . }}
+  periodSeconds: 5
+  successThreshold: 1
+  failureThreshold: 120
+readinessProbe:
+  httpGet: {path: /api/healthz, port: 52365}
+  initialDelaySeconds: 10
+  timeoutSeconds: {{ . }}
+  periodSeconds: 5
+  successThreshold: 1
+  failureThreshold: 10
 {{- end -}}

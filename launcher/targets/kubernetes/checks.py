@@ -1,8 +1,10 @@
-"""What a valid spec still needs before it can become Kubernetes objects.
+"""What a spec needs before it can become Kubernetes objects.
 
 `launcher/spec.py` already refuses env *names* that look like secrets; this also refuses env
 *values* that look like credentials, so that no secret can reach rendered output, and asks for
-the settings pods cannot do without. Every problem is reported at once, as a `SpecError`.
+the settings pods cannot do without: resources, checkpoint storage every pod shares, and names
+that every object derived from the job's name accepts. `launcher.spec.spec_problems` runs these
+for every Kubernetes spec, so `validate` reports them with the others, all at once.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import re
 
 from launcher.errors import SpecError, SpecProblem
 from launcher.quantity import parse_quantity
-from launcher.spec import JobSpec
-from launcher.targets.kubernetes.pods import JOB_LABEL, NAME_LABEL, QUEUE_LABEL
+from launcher.spec import DNS_1035_LABEL, DNS_LABEL, DNS_SUBDOMAIN, JobSpec, spec_problems
+from launcher.targets.kubernetes.pods import JOB_LABEL, NAME_LABEL, QUEUE_LABEL, config_map_name, namespace_of
 
 SECRETS_HINT = ("never put secret values in the spec: create a Kubernetes Secret and name it under "
                 "kubernetes.secrets (s3, wandb), or use a service account with a cloud IAM role")
@@ -84,8 +86,86 @@ def resource_problems(spec: JobSpec) -> list[SpecProblem]:
     return problems
 
 
+def checkpoint_problems(spec: JobSpec) -> list[SpecProblem]:
+    """A multi-node job needs checkpoint storage that every pod sees.
+
+    Rank 0 commits a checkpoint only once every rank's upload marker is under the step prefix
+    (training/checkpoint/commit.py); with a local path each pod writes to its own scratch
+    volume, so rank 0 never sees the others' markers and no checkpoint is ever committed.
+    """
+    uri, nodes = spec.training.checkpoint.uri, spec.resources.nodes
+    if nodes == 1 or uri.startswith("s3://"):
+        return []
+    return [SpecProblem(path="training.checkpoint.uri", value=repr(uri),
+                        message=f"a {nodes}-node job on Kubernetes needs checkpoint storage all pods share; "
+                                "a local path is a separate directory in each pod",
+                        hint="use s3://<bucket>/<prefix>, with kubernetes.secrets.s3 naming the credentials "
+                             "Secret (and training.checkpoint.endpoint_url for an S3-compatible store)")]
+
+
+# Kubernetes name rules (kubernetes/kubernetes staging/src/k8s.io/apimachinery/pkg/util/validation).
+RULES: dict[str, re.Pattern[str]] = {
+    "DNS-1035 label": DNS_1035_LABEL,  # IsDNS1035Label: Service names
+    "DNS-1123 label": DNS_LABEL,  # IsDNS1123Label: pod hostnames, label values
+    "DNS-1123 subdomain": DNS_SUBDOMAIN,  # IsDNS1123Subdomain: ConfigMap names, host names
+}
+# KubeRay ray-operator/controllers/ray/utils/constant.go: MaxRayClusterNameLength (63 minus
+# "-serve-svc") and MaxRayJobNameLength (that minus the 6 characters GenerateRayClusterName appends).
+MAX_RAY_CLUSTER_NAME = 53
+MAX_RAY_JOB_NAME = MAX_RAY_CLUSTER_NAME - 6
+RAY_CLUSTER_PLACEHOLDER = "-xxxxx"  # util.go GenerateRayClusterName: "<rayjob>-" + 5 random characters
+
+
+def derived_names(spec: JobSpec) -> list[tuple[str, str, str, int]]:
+    """(what, name, rule, maximum length) of every name Kubernetes or KubeRay derives from the job's name."""
+    name, last_index = spec.name, spec.resources.nodes - 1
+    names = [("ConfigMap", config_map_name(spec), "DNS-1123 subdomain", 253)]
+    if spec.backend == "ray":
+        cluster = name + RAY_CLUSTER_PLACEHOLDER
+        return names + [
+            ("RayJob (KubeRay ValidateRayJobMetadata)", name, "DNS-1035 label", MAX_RAY_JOB_NAME),
+            ("RayCluster (KubeRay ValidateRayClusterMetadata)", cluster, "DNS-1035 label", MAX_RAY_CLUSTER_NAME),
+            ("Ray head Service (KubeRay GenerateHeadServiceName)", f"{cluster}-head-svc", "DNS-1035 label", 63),
+        ]
+    return names + [
+        ("Service (ValidateServiceName)", name, "DNS-1035 label", 63),
+        ("Job (its name is the pods' batch.kubernetes.io/job-name label)", name, "DNS-1123 label", 63),
+        # Job controller manageJob: Spec.Hostname = "<job>-<index>" (pod names are truncated by
+        # podGenerateNameWithIndex, hostnames are not).
+        (f"hostname of pod {last_index}", f"{name}-{last_index}", "DNS-1123 label", 63),
+        ("rendezvous host", f"{name}-0.{name}.{namespace_of(spec)}.svc", "DNS-1123 subdomain", 253),
+    ]
+
+
+def derived_name_problems(spec: JobSpec) -> list[SpecProblem]:
+    """Names derived from `name` that the API server or KubeRay would refuse (too long or malformed)."""
+    problems = []
+    for what, derived, rule, limit in derived_names(spec):
+        if len(derived) > limit or not RULES[rule].match(derived):
+            problems.append(SpecProblem(path="name", value=repr(spec.name),
+                                        message=f"gives the {what} name '{derived}', which must be a {rule} of "
+                                                f"at most {limit} characters", hint="choose a shorter name"))
+    return problems
+
+
+def object_problems(spec: JobSpec) -> list[SpecProblem]:
+    """What keeps `spec` from becoming objects the API server and KubeRay accept, or that leak secrets."""
+    return (resource_problems(spec) + derived_name_problems(spec) + reserved_name_problems(spec)
+            + secret_value_problems(spec))
+
+
+def kubernetes_problems(spec: JobSpec) -> list[SpecProblem]:
+    """Everything that keeps `spec` from running on Kubernetes: its objects, and shared checkpoint storage."""
+    return object_problems(spec) + checkpoint_problems(spec)
+
+
 def check_renderable(spec: JobSpec) -> None:
-    """Raise `SpecError` listing every reason `spec` cannot be rendered safely."""
-    problems = resource_problems(spec) + reserved_name_problems(spec) + secret_value_problems(spec)
+    """Raise `SpecError` listing every reason `spec` cannot become valid objects.
+
+    The checks `validate` runs (`launcher.spec.spec_problems`) except `checkpoint_problems`: a
+    job whose checkpoints are local to each pod still renders (for a spec built in code), but
+    every command that loads a spec file (`validate`, `render`, `submit`) refuses it.
+    """
+    problems = spec_problems(spec, kubernetes=False) + object_problems(spec)
     if problems:
         raise SpecError(problems)

@@ -152,10 +152,20 @@ POD = Kind("Pod", "pods")
 EVENT = Kind("Event", "events")
 NAMESPACE = Kind("Namespace", "namespaces", namespaced=False)
 NODE = Kind("Node", "nodes", namespaced=False)
+SERVICE_ACCOUNT = Kind("ServiceAccount", "serviceaccounts")
+RESOURCE_QUOTA = Kind("ResourceQuota", "resourcequotas")
+PRIORITY_CLASS = Kind("PriorityClass", "priorityclasses", "scheduling.k8s.io", namespaced=False)
 JOB = Kind("Job", "jobs", "batch")
 RAY_JOB = Kind("RayJob", "rayjobs", "ray.io")
-LOCAL_QUEUE = Kind("LocalQueue", "localqueues", "kueue.x-k8s.io", "v1beta1")
-KINDS = {(k.api_version, k.kind): k for k in (CONFIG_MAP, SERVICE, SECRET, POD, JOB, RAY_JOB, LOCAL_QUEUE)}
+# Kueue serves v1beta2 (its storage version) and, deprecated, v1beta1 (apis/kueue/v1beta1:
+# "This version is deprecated. Use v1beta2 instead."); older Kueue releases only v1beta1.
+# Reads try them in this order.
+KUEUE_GROUP = "kueue.x-k8s.io"
+LOCAL_QUEUES = tuple(Kind("LocalQueue", "localqueues", KUEUE_GROUP, v) for v in ("v1beta2", "v1beta1"))
+WORKLOADS = tuple(Kind("Workload", "workloads", KUEUE_GROUP, v) for v in ("v1beta2", "v1beta1"))
+# Kueue labels each Workload with the uid of the job it stands for (pkg/controller/constants: JobUIDLabel).
+KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
+KINDS = {(k.api_version, k.kind): k for k in (CONFIG_MAP, SERVICE, SECRET, POD, JOB, RAY_JOB)}
 JOB_KINDS = (JOB, RAY_JOB)
 
 
@@ -173,6 +183,29 @@ def main_kind(backend: str) -> Kind:
 
 def describe(kind: Kind, name: str) -> str:
     return f"{kind.label}/{name}"
+
+
+def is_dlaunch_job(obj: dict[str, Any], name: str) -> bool:
+    """dlaunch's own job object: it carries dlaunch's job label. KubeRay's submitter Job, a batch Job
+    with the RayJob's name (rayjob_controller.go, createNewK8sJob), only carries KubeRay's labels."""
+    return (obj.get("metadata", {}).get("labels") or {}).get(JOB_LABEL) == name
+
+
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    """A reference that makes the garbage collector delete a dependent with its owner.
+
+    Not `controller` (the owner's controller does not manage it). `blockOwnerDeletion`: a foreground
+    delete of the job (cancel, --replace) removes the dependents before the job itself is gone, so a
+    replacement never re-applies a ConfigMap the collector is about to delete.
+    """
+    meta = owner["metadata"]
+    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"], "uid": meta["uid"],
+            "controller": False, "blockOwnerDeletion": True}
+
+
+def with_owner(obj: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `obj` owned by `owner` (its only ownerReference)."""
+    return {**obj, "metadata": {**obj["metadata"], "ownerReferences": [owner_reference(owner)]}}
 
 
 # ----- retries ----------------------------------------------------------------------------------
@@ -296,6 +329,9 @@ class KubeClient:
         """The official client's method for `verb` on `kind`, with the namespace (and group) bound."""
         if kind.group:
             custom = {"read": "get", "list": "list", "patch": "patch", "delete": "delete"}[verb]
+            if not kind.namespaced:
+                return functools.partial(getattr(self.custom, f"{custom}_cluster_custom_object"), group=kind.group,
+                                         version=kind.version, plural=kind.plural)
             method = getattr(self.custom, f"{custom}_namespaced_custom_object")
             return functools.partial(method, group=kind.group, version=kind.version, namespace=self.namespace,
                                      plural=kind.plural)
@@ -322,6 +358,17 @@ class KubeClient:
         answer = self.call(f"Failed to list {kind.plural}{where}", self._method("list", kind),
                            label_selector=label_selector, field_selector=field_selector)
         return answer.get("items") or [], answer.get("metadata", {}).get("resourceVersion", "")
+
+    def list_any_version(self, kinds: tuple[Kind, ...], label_selector: str | None = None
+                         ) -> tuple[Kind, list[dict[str, Any]]] | None:
+        """List the first of `kinds` (one resource in preferred versions) the cluster serves; None if none."""
+        for kind in kinds:
+            try:
+                return kind, self.list(kind, label_selector)[0]
+            except KubeRequestError as exc:
+                if exc.status != 404:
+                    raise
+        return None
 
     def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         """Server-side apply as field manager `dlaunch`, forcing ownership of dlaunch's own fields."""
@@ -494,6 +541,21 @@ def resubmit_action(existing: dict[str, Any] | None, spec_hash: str, replace: bo
                        "checkpoint, or wait for it to finish")
 
 
+def check_ours(kind: Kind, existing: dict[str, Any] | None, name: str, namespace: str) -> None:
+    """Refuse to take over an object of the job's name that dlaunch did not create (e.g. KubeRay's
+    submitter Job of a Ray job of the same name)."""
+    if existing is None or is_dlaunch_job(existing, name):
+        return
+    owners = existing["metadata"].get("ownerReferences") or []
+    rayjob = next((ref["name"] for ref in owners if ref.get("kind") == "RayJob"), None)
+    if rayjob is not None:
+        raise ClusterError(f"{describe(kind, name)} in namespace {namespace} is KubeRay's submitter Job of "
+                           f"{describe(RAY_JOB, rayjob)}, not a dlaunch job: cancel that Ray job first (dlaunch cancel "
+                           f"--name {rayjob} -n {namespace}) or choose another job name")
+    raise ClusterError(f"{describe(kind, name)} already exists in namespace {namespace} and was not created by "
+                       "dlaunch: choose another job name, or delete it if it is a leftover")
+
+
 class KubernetesBackend:
     """dlaunch jobs in one namespace of one cluster: submit, inspect, follow, delete."""
 
@@ -517,6 +579,7 @@ class KubernetesBackend:
         checked = preflight.run_preflight(self.client, spec, objects, wait=wait, follow=follow, replace=replace)
         kind = main_kind(spec.backend)
         existing = self.client.read(kind, spec.name)
+        check_ours(kind, existing, spec.name, self.namespace)
         action = resubmit_action(existing, spec.spec_hash(), replace)
         result = SubmitResult(action, messages=[f"note: {note}" for note in checked.notes])
         if action == UNCHANGED:
@@ -526,12 +589,24 @@ class KubernetesBackend:
             return result
         if action == REPLACE:
             self._remove_for_replace(kind, spec, dry_run, result)
+        job = None
         for obj in objects:
             if dry_run and action == REPLACE and kind_of(obj) == kind:
                 continue  # the server would refuse it while the old one exists; it was validated at creation
-            self.client.apply(with_submitter(obj, checked.user), dry_run=dry_run)
+            answer = self.client.apply(with_submitter(obj, checked.user), dry_run=dry_run)
+            job = answer if kind_of(obj) == kind else job
             result.applied.append(describe(kind_of(obj), obj["metadata"]["name"]))
+        if job is not None and not dry_run:
+            self._own_dependents(objects, job, checked.user)
         return result
+
+    def _own_dependents(self, objects: list[dict[str, Any]], job: dict[str, Any], user: str) -> None:
+        """Make the job own its ConfigMap and Service, so they go with it (its TTL, a cancel, a
+        replacement) through the garbage collector. Applied after the job exists: the reference needs
+        its uid, and its pods need the ConfigMap from the start."""
+        for obj in objects:
+            if kind_of(obj) not in JOB_KINDS:
+                self.client.apply(with_owner(with_submitter(obj, user), job))
 
     def dry_run(self, spec: JobSpec, objects: list[dict[str, Any]], *, replace: bool = False) -> SubmitResult:
         """Everything `submit` would do, validated by the API server (`dryRun=All`), nothing persisted."""
@@ -562,21 +637,57 @@ class KubernetesBackend:
                                f"pods with `dlaunch status --name {name} -n {self.namespace}` and try again")
 
     def find_job(self, name: str, kind: Kind | None = None) -> tuple[Kind, dict[str, Any]]:
-        """The job's main object (a Job or a RayJob), or `JobNotFoundError`."""
+        """The job's main object (a Job or a RayJob carrying dlaunch's job label), or `JobNotFoundError`.
+
+        By name, then by label: KubeRay's submitter Job has the RayJob's name but not the label.
+        """
         for candidate in [kind] if kind else list(JOB_KINDS):
             found = self.client.read(candidate, name)  # None also when KubeRay is not installed
-            if found is not None:
+            if found is not None and is_dlaunch_job(found, name):
                 return candidate, found
         raise JobNotFoundError(name, self.namespace)
 
     def get_job(self, name: str, kind: Kind | None = None) -> job_status.JobStatus:
-        """Phase, each pod's state and why it is pending or failing, and the last checkpoint."""
+        """Phase, each pod's state and why it is pending or failing, why pods cannot be created or Kueue
+        holds the job, and the last checkpoint."""
         kind, obj = self.find_job(name, kind)
         pods, _ = self.client.list(POD, f"{JOB_LABEL}={name}")
+        missing = job_status.pods_missing(obj, pods)
         events: list[dict[str, Any]] = []
-        if job_status.needs_events(pods):
-            events, _ = self.client.list(EVENT, field_selector="involvedObject.kind=Pod")
-        return job_status.job_status(obj, pods, events, self.checkpoint_of(name))
+        if missing or job_status.needs_events(pods):
+            events, _ = self.client.list(EVENT, field_selector="type=Warning")
+        problem = job_status.creation_problem(events, job_status.event_owners(obj)) if missing else ""
+        if job_status.job_state(obj).phase == "Queued":
+            problem = self.queue_problem(obj)
+        return job_status.job_status(obj, pods, events, self.checkpoint_of(name), problem)
+
+    def queue_problem(self, obj: dict[str, Any]) -> str:
+        """Why Kueue has not admitted the job, from its Workload (v1beta2, else v1beta1) or its absence.
+
+        Kueue creates no Workload while the job's PriorityClass is missing: its reconciler
+        (pkg/controller/jobframework/reconciler.go, handleJobWithNoWorkload -> prepareWorkload ->
+        ExtractPriority) fails on the NotFound and retries, without an event.
+        """
+        try:
+            found = self.client.list_any_version(WORKLOADS, f"{KUEUE_JOB_UID_LABEL}={obj['metadata']['uid']}")
+        except KubeRequestError as exc:
+            if exc.status == 403:
+                return ""
+            raise
+        if found is not None and found[1]:
+            return job_status.queue_problem(found[1][0], None)
+        return job_status.queue_problem(None, self.missing_priority_class(job_status.priority_class_of(obj)))
+
+    def missing_priority_class(self, name: str | None) -> str | None:
+        """`name` if no PriorityClass has it (None when it exists, is not set, or may not be read)."""
+        if name is None:
+            return None
+        try:
+            return name if self.client.read(PRIORITY_CLASS, name) is None else None
+        except KubeRequestError as exc:
+            if exc.status == 403:
+                return None
+            raise
 
     def checkpoint_of(self, name: str) -> job_status.CheckpointInfo:
         """Where the job's checkpoints are and the last committed step, read from its ConfigMap."""
@@ -601,19 +712,26 @@ class KubernetesBackend:
                 if user is None or (obj["metadata"].get("annotations") or {}).get(SUBMITTED_BY_ANNOTATION) == user]
         return sorted((job_status.job_summary(obj) for obj in mine), key=lambda s: s.name)
 
-    def get_job_logs(self, name: str, *, rank: int | None, follow: bool, write: Callable[[str], None],
-                     kind: Kind | None = None, stop: threading.Event | None = None) -> None:
-        """Print one rank's log (`rank`), or every rank's interleaved with prefixes (`rank=None`).
+    def get_job_logs(self, name: str, *, index: int | None = None, every: bool = False, follow: bool,
+                     write: Callable[[str], None], kind: Kind | None = None,
+                     stop: threading.Event | None = None) -> None:
+        """Print one log: pod `index`'s, every pod's (`every`, interleaved with prefixes), or by default
+        the job's main output: pod 0's, or for Ray the driver's (the submitter pod's, where KubeRay's
+        `ray job logs --follow` prints the training output).
 
         Following ends when the job finishes (or, given `stop`, when it is set).
         """
         kind, obj = self.find_job(name, kind)
         nodes = job_status.node_count(obj)
-        if rank is not None and rank >= nodes:
-            raise ClusterError(f"job {name} has ranks 0 to {nodes - 1}, not {rank}: pass --rank between them")
-        ranks = [rank] if rank is not None else list(range(nodes))
+        if index is not None and index >= nodes:
+            raise ClusterError(f"job {name} has pods 0 to {nodes - 1}, not {index}: pass --index between them")
+        driver: list[int | str] = [job_status.DRIVER] if kind == RAY_JOB else []
+        if every:
+            sources = driver + list(range(nodes))
+        else:
+            sources = [index if index is not None else (driver or [0])[0]]
         done = stop.is_set if stop is not None else functools.partial(self._job_finished, kind, name)
-        job_logs.show_logs(self.client, name, ranks, follow=follow, write=write, done=done, prefix=rank is None)
+        job_logs.show_logs(self.client, name, sources, follow=follow, write=write, done=done, prefix=every)
 
     def _job_finished(self, kind: Kind, name: str) -> bool:
         obj = self.client.read(kind, name)
@@ -641,8 +759,23 @@ class KubernetesBackend:
         return state
 
     def delete_job(self, name: str, *, wait: bool = False) -> list[str]:
-        """Delete the job's objects (the job first, foreground: its pods go before it); returns what went."""
-        deleted: list[str] = []
+        """Delete the job's objects (the job first, foreground: its pods and owned objects go before it).
+
+        The ConfigMap and Service, owned by the job, usually go with it (garbage collector); they are
+        deleted by name too, for jobs submitted before dlaunch set owner references. Returns what went.
+        """
+        found = self._labelled_objects(name)
+        if not found:
+            raise JobNotFoundError(name, self.namespace)
+        for kind, item in found:
+            self.client.delete(kind, item)  # False: already gone with its owner
+            if wait and kind in JOB_KINDS:
+                self.wait_until_deleted(kind, item, DELETE_TIMEOUT_S)
+        return [describe(kind, item) for kind, item in found]
+
+    def _labelled_objects(self, name: str) -> list[tuple[Kind, str]]:
+        """(kind, name) of every object carrying the job's label: jobs first, then what they own."""
+        found: list[tuple[Kind, str]] = []
         for kind in (*JOB_KINDS, SERVICE, CONFIG_MAP):
             try:
                 items, _ = self.client.list(kind, f"{JOB_LABEL}={name}")
@@ -650,14 +783,8 @@ class KubernetesBackend:
                 if kind == RAY_JOB and exc.status == 404:
                     continue
                 raise
-            for item in items:
-                if self.client.delete(kind, item["metadata"]["name"]):
-                    deleted.append(describe(kind, item["metadata"]["name"]))
-                if wait and kind in JOB_KINDS:
-                    self.wait_until_deleted(kind, item["metadata"]["name"], DELETE_TIMEOUT_S)
-        if not deleted:
-            raise JobNotFoundError(name, self.namespace)
-        return deleted
+            found += [(kind, item["metadata"]["name"]) for item in items]
+        return found
 
 
 # ----- the entry point for `dlaunch submit` -----------------------------------------------------
@@ -719,15 +846,16 @@ def report_submitted(backend: KubernetesBackend, spec: JobSpec, result: SubmitRe
 
 
 def follow_logs_quietly(backend: KubernetesBackend, name: str, stop: threading.Event) -> None:
-    """Rank 0's log for `submit --follow`, in a thread: a failure to read logs must not end the wait."""
+    """The job's main log for `submit --follow` (pod 0's, or Ray's driver), in a thread: a failure to
+    read logs must not end the wait."""
     try:
-        backend.get_job_logs(name, rank=0, follow=True, write=click.echo, stop=stop)
+        backend.get_job_logs(name, follow=True, write=click.echo, stop=stop)
     except SubmitError as exc:
         click.echo(f"note: stopped showing logs: {exc}", err=True)
 
 
 def follow_to_outcome(backend: KubernetesBackend, spec: JobSpec, follow: bool) -> int:
-    """Wait (streaming rank 0's log if `follow`) until the job ends; print and return its outcome."""
+    """Wait (streaming the job's main log if `follow`) until the job ends; print and return its outcome."""
     stop = threading.Event()
     follower = None
     if follow:

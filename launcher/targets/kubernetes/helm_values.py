@@ -13,7 +13,8 @@ from launcher.spec import JobSpec
 from launcher.targets.kubernetes.checks import check_renderable
 from launcher.targets.kubernetes.pods import RUN_AS_USER, format_cpu, namespace_of
 from launcher.targets.kubernetes.render import (
-    RAY_HEAD_RESOURCES, RAY_SUBMITTER_RESOURCES, RDZV_PORT, RDZV_TIMEOUTS, resolved_job_json,
+    DEFAULT_RAY_TTL_S, RAY_HEAD_RESOURCES, RAY_SUBMITTER_RESOURCES, RAY_VERSION, RDZV_PORT, RDZV_TIMEOUTS,
+    resolved_job_json,
 )
 
 
@@ -35,6 +36,7 @@ def kubernetes_values(spec: JobSpec) -> dict[str, Any]:
         "activeDeadline": k8s.active_deadline,
         "ttlAfterFinished": k8s.ttl_after_finished,
         "terminationGrace": k8s.termination_grace,
+        "networkPolicy": {"enabled": k8s.network_policy.enabled, "egress": k8s.network_policy.egress},
     }
 
 
@@ -42,7 +44,8 @@ def tuning_values() -> dict[str, Any]:
     """Settings the spec does not expose; the chart's users may tune them."""
     return {
         "rendezvous": {"port": RDZV_PORT, **{_camel(key): value for key, value in RDZV_TIMEOUTS.items()}},
-        "ray": {"head": dict(RAY_HEAD_RESOURCES), "submitter": dict(RAY_SUBMITTER_RESOURCES)},
+        "ray": {"version": RAY_VERSION, "defaultTtlAfterFinished": DEFAULT_RAY_TTL_S,
+                "head": dict(RAY_HEAD_RESOURCES), "submitter": dict(RAY_SUBMITTER_RESOURCES)},
         "runAsUser": RUN_AS_USER,
     }
 

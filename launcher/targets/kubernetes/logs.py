@@ -1,8 +1,11 @@
-"""`dlaunch logs`: one rank's log, or every rank's interleaved with rank prefixes, optionally followed.
+"""`dlaunch logs`: one source's log, or several interleaved with prefixes, optionally followed.
 
-A rank's log outlives its pods: when the container restarts or the Job controller replaces a
-failed pod, a follower moves on to the new run; when a stream drops, it reconnects and skips
-the lines it has already shown (it reads logs with timestamps and remembers the last one).
+A source is a pod index (DeepSpeed nodes; Ray head 0, workers 1..) or, for Ray, the driver:
+the pods of KubeRay's submitter Job, which run `ray job submit` and then `ray job logs
+--follow`, so the training output is there. A source's log outlives its pods: when the
+container restarts or a controller replaces a failed pod, a follower moves on to the new run;
+when a stream drops, it reconnects and skips the lines it has already shown (it reads logs with
+timestamps and remembers the last one).
 """
 
 from __future__ import annotations
@@ -19,20 +22,27 @@ from launcher.targets.kubernetes import cluster
 from launcher.targets.kubernetes import status as job_status
 from launcher.targets.kubernetes.pods import JOB_LABEL
 
-# How often a follower looks for the next run of a rank while none is streaming.
+# How often a follower looks for the next run of a source while none is streaming.
 POLL_S = 1.0
 
 Obj = dict[str, Any]
 Write = Callable[[str], None]
+# A pod index, or `job_status.DRIVER`.
+Source = int | str
 
 
 class LogsNotReadyError(SubmitError):
-    """The rank has no container that has started yet."""
+    """The source has no container that has started yet."""
+
+
+def label(source: Source) -> str:
+    """How messages and prefixes name a source: `pod 1`, `driver`."""
+    return f"pod {source}" if isinstance(source, int) else str(source)
 
 
 @dataclass(frozen=True)
 class Run:
-    """One run of a rank's container: a pod, and how many times it had restarted."""
+    """One run of a source's container: a pod, and how many times it had restarted."""
 
     pod: str
     uid: str
@@ -50,7 +60,7 @@ def _started(pod: Obj) -> bool:
 
 
 def current_run(pods: list[Obj]) -> Run | None:
-    """The run to show for a rank: the newest of its pods whose container has started."""
+    """The run to show for a source: the newest of its pods whose container has started."""
     started = [pod for pod in pods if _started(pod)]
     if not started:
         return None
@@ -61,10 +71,10 @@ def current_run(pods: list[Obj]) -> Run | None:
                "running" in status["state"])
 
 
-def rank_pods(client: cluster.KubeClient, job: str, rank: int) -> list[Obj]:
-    """The rank's pods, oldest first."""
+def source_pods(client: cluster.KubeClient, job: str, source: Source) -> list[Obj]:
+    """The source's pods, oldest first."""
     pods, _ = client.list(cluster.POD, f"{JOB_LABEL}={job}")
-    return job_status.pods_by_rank(pods).get(rank, [])
+    return job_status.pods_by_index(pods).get(source, [])
 
 
 def not_ready_reason(pods: list[Obj]) -> str:
@@ -81,12 +91,13 @@ def split_timestamp(line: str) -> tuple[str, str]:
     return stamp, text
 
 
-class RankFollower:
-    """Streams one rank's log, run after run, until `done()` says the job is over."""
+class SourceFollower:
+    """Streams one source's log, run after run, until `done()` says the job is over."""
 
-    def __init__(self, client: cluster.KubeClient, job: str, rank: int, write: Write, done: Callable[[], bool],
+    def __init__(self, client: cluster.KubeClient, job: str, source: Source, write: Write, done: Callable[[], bool],
                  prefix: str = "") -> None:
-        self.client, self.job, self.rank, self.write, self.done, self.prefix = client, job, rank, write, done, prefix
+        self.client, self.job, self.source, self.write, self.done = client, job, source, write, done
+        self.prefix = prefix
         self.finished: set[tuple[str, int]] = set()
         self.last_seen: dict[tuple[str, int], str] = {}
         self.error: SubmitError | None = None
@@ -100,14 +111,14 @@ class RankFollower:
 
     def run(self) -> None:
         while True:
-            run = current_run(rank_pods(self.client, self.job, self.rank))
+            run = current_run(source_pods(self.client, self.job, self.source))
             if run is None or run.key in self.finished:
                 if self.done():
                     return
                 time.sleep(POLL_S)
                 continue
             complete = self.stream(run)
-            after = current_run(rank_pods(self.client, self.job, self.rank))
+            after = current_run(source_pods(self.client, self.job, self.source))
             if after is not None and after.key == run.key and after.running:
                 continue  # the stream dropped while the run goes on: reconnect
             if not complete:
@@ -144,57 +155,57 @@ class RankFollower:
                 raise
 
 
-def print_rank(client: cluster.KubeClient, job: str, rank: int, write: Write, prefix: str = "") -> None:
-    """The current run's log of one rank, once."""
-    pods = rank_pods(client, job, rank)
+def print_source(client: cluster.KubeClient, job: str, source: Source, write: Write) -> None:
+    """The current run's log of one source, once."""
+    pods = source_pods(client, job, source)
     run = current_run(pods)
     if run is None:
-        raise LogsNotReadyError(f"rank {rank} of job {job} has no logs yet: {not_ready_reason(pods)}; "
+        raise LogsNotReadyError(f"{label(source)} of job {job} has no logs yet: {not_ready_reason(pods)}; "
                                 f"`dlaunch logs --follow` waits for it")
     for line in client.pod_log(run.pod, follow=False, timestamps=False):
-        write(prefix + line)
+        write(line)
 
 
-def print_interleaved(client: cluster.KubeClient, job: str, ranks: list[int], write: Write) -> None:
-    """Every rank's current run, merged in time order, each line prefixed with its rank."""
+def print_interleaved(client: cluster.KubeClient, job: str, sources: list[Source], write: Write) -> None:
+    """Every source's current run, merged in time order, each line prefixed with its source."""
     pods, _ = client.list(cluster.POD, f"{JOB_LABEL}={job}")
-    grouped = job_status.pods_by_rank(pods)
+    grouped = job_status.pods_by_index(pods)
     streams, missing = [], []
-    for rank in ranks:
-        run = current_run(grouped.get(rank, []))
+    for source in sources:
+        run = current_run(grouped.get(source, []))
         if run is None:
-            missing.append(f"[rank {rank}] (no logs yet: {not_ready_reason(grouped.get(rank, []))})")
+            missing.append(f"[{label(source)}] (no logs yet: {not_ready_reason(grouped.get(source, []))})")
             continue
         lines = client.pod_log(run.pod, follow=False)
-        streams.append([(*split_timestamp(line), rank) for line in lines])
+        streams.append([(*split_timestamp(line), label(source)) for line in lines])
     if not streams:
-        raise LogsNotReadyError(f"no rank of job {job} has logs yet; `dlaunch logs --follow` waits for them")
-    for _, text, rank in heapq.merge(*streams):
-        write(f"[rank {rank}] {text}")
+        raise LogsNotReadyError(f"no pod of job {job} has logs yet; `dlaunch logs --follow` waits for them")
+    for _, text, name in heapq.merge(*streams):
+        write(f"[{name}] {text}")
     for line in missing:
         write(line)
 
 
-def show_logs(client: cluster.KubeClient, job: str, ranks: list[int], *, follow: bool, write: Write,
+def show_logs(client: cluster.KubeClient, job: str, sources: list[Source], *, follow: bool, write: Write,
               done: Callable[[], bool], prefix: bool) -> None:
-    """One rank (no prefix) or several (prefixed `[rank N] `); following runs one thread per rank."""
+    """One source (no prefix) or several (prefixed `[pod N] `, `[driver] `); following runs one thread each."""
     if not follow:
         if prefix:
-            print_interleaved(client, job, ranks, write)
+            print_interleaved(client, job, sources, write)
         else:
-            print_rank(client, job, ranks[0], write)
+            print_source(client, job, sources[0], write)
         return
     lock = threading.Lock()
 
     def locked_write(text: str) -> None:
         with lock:
             write(text)
-    followers = [RankFollower(client, job, rank, locked_write, done, f"[rank {rank}] " if prefix else "")
-                 for rank in ranks]
+    followers = [SourceFollower(client, job, source, locked_write, done, f"[{label(source)}] " if prefix else "")
+                 for source in sources]
     if len(followers) == 1:
         followers[0].run()
         return
-    threads = [threading.Thread(target=f.run_catching, name=f"dlaunch-logs-rank-{f.rank}", daemon=True)
+    threads = [threading.Thread(target=f.run_catching, name=f"dlaunch-logs-{label(f.source)}", daemon=True)
                for f in followers]
     for thread in threads:
         thread.start()

@@ -5,6 +5,7 @@ Pure functions of the spec that return plain dicts; `render.py` assembles them i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from launcher.spec import JobSpec, SecretRefs
@@ -23,14 +24,40 @@ CONFIG_DIR = "/etc/dlaunch"
 JOB_FILE = f"{CONFIG_DIR}/job.json"
 SCRATCH_DIR = "/scratch"
 RUN_DIR = f"{SCRATCH_DIR}/run"
-# Pods run as this non-root user and group (the restricted Pod Security profile).
-RUN_AS_USER = 1000
+TMP_DIR = "/tmp"
+SECRETS_DIR = f"{CONFIG_DIR}/secrets"
+# Pods run as this non-root user and group (the restricted Pod Security profile), at or above
+# 10000 so that it never collides with a user of the node (the Dockerfile creates it).
+RUN_AS_USER = 10001
+# Secret files are readable by the pod's group (fsGroup) and nobody else: 0440.
+SECRET_FILE_MODE = 0o440
 
-# Environment variables each Secret provides: (variable, key in the Secret, optional).
-S3_SECRET_KEYS = (("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID", False),
-                  ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY", False),
-                  ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL", True))
-WANDB_SECRET_KEYS = (("WANDB_API_KEY", "WANDB_API_KEY", False),)
+
+@dataclass(frozen=True)
+class SecretMount:
+    """A Secret mounted as files, and the variables that point its client at them.
+
+    Credentials reach pods as files, never as environment variables (which leak into child
+    processes, crash reports and `kubectl describe`): boto3 reads AWS_SHARED_CREDENTIALS_FILE
+    (INI, `[default]` with `aws_access_key_id` / `aws_secret_access_key`) and AWS_CONFIG_FILE
+    (optional, e.g. `endpoint_url`; a missing file is ignored), W&B reads the netrc file NETRC
+    names (wandb/sdk/lib/wbauth/wbnetrc.py `_get_netrc_file_path`).
+    """
+
+    field: str  # under `kubernetes.secrets`
+    volume: str
+    files: tuple[tuple[str, str, bool], ...]  # (variable, key in the Secret, required)
+
+    @property
+    def mount_path(self) -> str:
+        return f"{SECRETS_DIR}/{self.field}"
+
+
+SECRET_MOUNTS = (
+    SecretMount("s3", "s3-credentials", (("AWS_SHARED_CREDENTIALS_FILE", "credentials", True),
+                                         ("AWS_CONFIG_FILE", "config", False))),
+    SecretMount("wandb", "wandb-credentials", (("NETRC", "netrc", True),)),
+)
 
 
 def namespace_of(spec: JobSpec) -> str:
@@ -80,20 +107,17 @@ def render_resources(cpu: float | str | None, memory: str | None, gpus: int) -> 
     return {"limits": dict(amounts), "requests": dict(amounts)}
 
 
+def secret_mounts(secrets: SecretRefs) -> list[tuple[SecretMount, str]]:
+    """The mounts of the Secrets the spec names, with each Secret's name."""
+    return [(mount, getattr(secrets, mount.field)) for mount in SECRET_MOUNTS
+            if getattr(secrets, mount.field) is not None]
+
+
 def secret_env(secrets: SecretRefs, plain_env: dict[str, str]) -> list[dict[str, Any]]:
-    """Credentials as `secretKeyRef`s to the named Secrets; a plain env value of the same name wins."""
-    entries = []
-    for secret_name, keys in ((secrets.s3, S3_SECRET_KEYS), (secrets.wandb, WANDB_SECRET_KEYS)):
-        if secret_name is None:
-            continue
-        for variable, key, optional in keys:
-            if variable in plain_env:
-                continue
-            ref: dict[str, Any] = {"name": secret_name, "key": key}
-            if optional:
-                ref["optional"] = True
-            entries.append({"name": variable, "valueFrom": {"secretKeyRef": ref}})
-    return entries
+    """Variables naming the mounted credential files; a plain env value of the same name wins."""
+    return [{"name": variable, "value": f"{mount.mount_path}/{key}"}
+            for mount, _ in secret_mounts(secrets) for variable, key, _ in mount.files
+            if variable not in plain_env]
 
 
 def base_env(spec: JobSpec) -> list[dict[str, Any]]:
@@ -112,25 +136,36 @@ def render_env(spec: JobSpec, backend_env: list[dict[str, Any]]) -> list[dict[st
 
 
 def render_volumes(spec: JobSpec, shm: str) -> list[dict[str, Any]]:
-    """The job's ConfigMap, a memory-backed /dev/shm of the given size, and writable scratch space."""
-    return [
+    """The job's ConfigMap, a memory-backed /dev/shm of the given size, writable scratch space and
+    /tmp (the root filesystem is read-only), and the credential Secrets as files."""
+    volumes: list[dict[str, Any]] = [
         {"name": "job-config", "configMap": {"name": config_map_name(spec)}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
         {"name": "scratch", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
     ]
+    # Every key of the Secret becomes a file; pre-flight checks that the required keys exist.
+    volumes += [{"name": mount.volume, "secret": {"secretName": secret_name, "defaultMode": SECRET_FILE_MODE}}
+                for mount, secret_name in secret_mounts(spec.kubernetes.secrets)]
+    return volumes
 
 
-def render_volume_mounts() -> list[dict[str, Any]]:
-    return [
+def render_volume_mounts(spec: JobSpec) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [
         {"name": "job-config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "scratch", "mountPath": SCRATCH_DIR},
+        {"name": "tmp", "mountPath": TMP_DIR},
     ]
+    mounts += [{"name": mount.volume, "mountPath": mount.mount_path, "readOnly": True}
+               for mount, _ in secret_mounts(spec.kubernetes.secrets)]
+    return mounts
 
 
 def container_security_context() -> dict[str, Any]:
-    """The restricted Pod Security profile, container part."""
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    """The restricted Pod Security profile, container part, and a read-only root filesystem: a
+    container writes only to its emptyDirs (/tmp, /scratch, /dev/shm)."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
 
 
 def pod_security_context() -> dict[str, Any]:
@@ -196,7 +231,7 @@ def render_job_container(name: str, spec: JobSpec, backend_env: list[dict[str, A
                          **fields: Any) -> dict[str, Any]:
     """A container that runs the job's code: its environment, credentials and the job's mounts."""
     return render_container(name, spec, resources, **fields, env=render_env(spec, backend_env),
-                            volumeMounts=render_volume_mounts())
+                            volumeMounts=render_volume_mounts(spec))
 
 
 def render_pod_template(spec: JobSpec, pod_spec: dict[str, Any]) -> dict[str, Any]:

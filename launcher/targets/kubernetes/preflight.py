@@ -4,8 +4,16 @@ Every failure is one line, a cause and a fix: the cluster cannot be reached or t
 have expired; the namespace is missing; RBAC forbids a verb dlaunch needs (asked with
 SelfSubjectAccessReview); KubeRay is missing for a Ray job; the Kueue queue is missing; a
 referenced Secret is missing or lacks a key; no node can ever hold a pod of the job (allocatable
-GPUs, taints and tolerations, node selector). Checks that the user may not perform (reading
-Secrets or Nodes is often forbidden) become notes instead of failures.
+GPUs, taints and tolerations, node selector).
+
+Then what would make the controllers fail to create the job's pods, each a `FailedCreate` event
+nobody reads (the Job controller's RealPodControl.createPods, pkg/controller/controller_utils.go,
+retried with backoff forever): the ServiceAccount (serviceaccount admission) or PriorityClass
+(priority admission) does not exist; the namespace's Pod Security level (its
+`pod-security.kubernetes.io/enforce` label) refuses the pods; a ResourceQuota can never hold
+them all. With Kueue a missing PriorityClass is worse: no Workload is ever created, so the job
+waits forever without an event. Checks that the user may not perform (reading Secrets, Nodes,
+PriorityClasses or quotas is often forbidden) become notes instead of failures.
 """
 
 from __future__ import annotations
@@ -18,9 +26,19 @@ from launcher.errors import SubmitError
 from launcher.quantity import parse_quantity
 from launcher.spec import JobSpec, Toleration
 from launcher.targets.kubernetes import cluster
-from launcher.targets.kubernetes.pods import GPU_RESOURCE, S3_SECRET_KEYS, WANDB_SECRET_KEYS
+from launcher.targets.kubernetes.pods import GPU_RESOURCE, SECRET_MOUNTS
 
 SETUP_DOC = "k8s/README.md"
+POD_SECURITY_LABEL = "pod-security.kubernetes.io/enforce"
+# Volume types the restricted Pod Security profile allows (pod-security-admission, restrictedVolumes).
+RESTRICTED_VOLUMES = frozenset({"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                                "projected", "secret"})
+# Quota keys dlaunch can add up for its pods (resourcequota's pod evaluator names), and the
+# request or limit each counts; `pods` counts pods.
+QUOTA_KEYS = {"pods": None, "count/pods": None, "cpu": ("requests", "cpu"), "memory": ("requests", "memory"),
+              "requests.cpu": ("requests", "cpu"), "requests.memory": ("requests", "memory"),
+              "limits.cpu": ("limits", "cpu"), "limits.memory": ("limits", "memory"),
+              f"requests.{GPU_RESOURCE}": ("requests", GPU_RESOURCE)}
 RBAC_FIX = f"ask a cluster admin to bind the dlaunch user role to you in this namespace (see {SETUP_DOC})"
 BLOCKING_TAINT_EFFECTS = ("NoSchedule", "NoExecute")
 
@@ -62,7 +80,7 @@ def run_preflight(client: cluster.KubeClient, spec: JobSpec, objects: list[Obj],
                   follow: bool = False, replace: bool = False) -> Findings:
     """Run every check; raise `PreflightError` listing all problems, else return the user and notes."""
     findings = Findings()
-    namespace_problem = check_namespace(client, spec)
+    namespace_problem, namespace = check_namespace(client, spec)
     findings.user = client.whoami()
     if namespace_problem is not None:
         findings.problems.append(namespace_problem)
@@ -72,14 +90,19 @@ def run_preflight(client: cluster.KubeClient, spec: JobSpec, objects: list[Obj],
     if namespace_problem is None:
         check_queue(client, spec, findings)
         check_secrets(client, spec, findings)
+        check_service_account(client, spec, findings)
+        check_pod_security(namespace, objects, findings)
+        check_quotas(client, objects, findings)
+    check_priority_class(client, spec, findings)
     check_node_fit(client, spec, findings)
     if findings.problems:
         raise PreflightError(spec.name, client.namespace, findings.problems)
     return findings
 
 
-def check_namespace(client: cluster.KubeClient, spec: JobSpec) -> Problem | None:
-    """The first request: the cluster answers, accepts our credentials, and has the namespace."""
+def check_namespace(client: cluster.KubeClient, spec: JobSpec) -> tuple[Problem | None, Obj | None]:
+    """The first request: the cluster answers, accepts our credentials, and has the namespace (returned,
+    None if it may not be read)."""
     namespace = client.namespace
     try:
         found = client.read(cluster.NAMESPACE, namespace)
@@ -89,12 +112,12 @@ def check_namespace(client: cluster.KubeClient, spec: JobSpec) -> Problem | None
         if exc.status == 401:
             raise PreflightError(spec.name, namespace, [credentials_rejected(client)]) from exc
         if exc.status == 403:
-            return None  # may not read Namespace objects: creating the job will tell
+            return None, None  # may not read Namespace objects: creating the job will tell
         raise
     if found is None:
         return Problem(f"namespace '{namespace}' does not exist",
-                       f"create it (kubectl create namespace {namespace}) or set kubernetes.namespace in the spec")
-    return None
+                       f"create it (kubectl create namespace {namespace}) or set kubernetes.namespace in the spec"), None
+    return None, found
 
 
 def unreachable(client: cluster.KubeClient, exc: cluster.KubeRequestError) -> Problem:
@@ -153,22 +176,22 @@ def check_kuberay(client: cluster.KubeClient, spec: JobSpec, findings: Findings)
 
 
 def check_queue(client: cluster.KubeClient, spec: JobSpec, findings: Findings) -> None:
-    """The Kueue LocalQueue named by kubernetes.queue exists in the namespace."""
+    """The Kueue LocalQueue named by kubernetes.queue exists in the namespace (v1beta2, else v1beta1)."""
     queue = spec.kubernetes.queue
     if queue is None:
         return
     try:
-        queues, _ = client.list(cluster.LOCAL_QUEUE)
+        found = client.list_any_version(cluster.LOCAL_QUEUES)
     except cluster.KubeRequestError as exc:
-        if exc.status == 404:
-            findings.problems.append(Problem(f"Kueue is not installed, but kubernetes.queue names '{queue}'",
-                                             f"install Kueue (see {SETUP_DOC}) or remove kubernetes.queue"))
-        elif exc.status == 403:
-            findings.notes.append(f"cannot check that Kueue queue '{queue}' exists: you may not list localqueues")
-        else:
+        if exc.status != 403:
             raise
+        findings.notes.append(f"cannot check that Kueue queue '{queue}' exists: you may not list localqueues")
         return
-    names = sorted(q["metadata"]["name"] for q in queues)
+    if found is None:
+        findings.problems.append(Problem(f"Kueue is not installed, but kubernetes.queue names '{queue}'",
+                                         f"install Kueue (see {SETUP_DOC}) or remove kubernetes.queue"))
+        return
+    names = sorted(q["metadata"]["name"] for q in found[1])
     if queue not in names:
         others = f", or use one of: {', '.join(names)}" if names else ""
         findings.problems.append(Problem(f"Kueue queue '{queue}' does not exist in namespace '{client.namespace}'",
@@ -176,14 +199,17 @@ def check_queue(client: cluster.KubeClient, spec: JobSpec, findings: Findings) -
 
 
 # ----- secrets --------------------------------------------------------------------------------------
+# Where a user usually has each credential file that a Secret key holds.
+CREDENTIAL_FILE_EXAMPLES = {"credentials": "$HOME/.aws/credentials", "config": "$HOME/.aws/config",
+                            "netrc": "$HOME/.netrc"}
 def secret_refs(spec: JobSpec) -> list[tuple[str, str, list[str]]]:
     """(Secret name, spec field, keys the pods read from it) for every Secret the job references."""
     k8s, refs = spec.kubernetes, []
-    for field_name, keys in (("s3", S3_SECRET_KEYS), ("wandb", WANDB_SECRET_KEYS)):
-        name = getattr(k8s.secrets, field_name)
+    for mount in SECRET_MOUNTS:
+        name = getattr(k8s.secrets, mount.field)
         if name is not None:
-            required = [key for variable, key, optional in keys if not optional and variable not in k8s.env]
-            refs.append((name, f"kubernetes.secrets.{field_name}", required))
+            required = [key for variable, key, needed in mount.files if needed and variable not in k8s.env]
+            refs.append((name, f"kubernetes.secrets.{mount.field}", required))
     refs += [(name, "kubernetes.image_pull_secrets", []) for name in k8s.image_pull_secrets]
     return refs
 
@@ -192,8 +218,8 @@ def create_secret_fix(namespace: str, name: str, where: str, keys: list[str]) ->
     if where == "kubernetes.image_pull_secrets":
         return (f"create it: kubectl -n {namespace} create secret docker-registry {name} --docker-server=REGISTRY "
                 "--docker-username=USER --docker-password=TOKEN")
-    literals = " ".join(f"--from-literal={key}=..." for key in keys)
-    return f"create it: kubectl -n {namespace} create secret generic {name} {literals}"
+    files = " ".join(f"--from-file={key}={CREDENTIAL_FILE_EXAMPLES.get(key, 'FILE')}" for key in keys)
+    return f"create it: kubectl -n {namespace} create secret generic {name} {files}"
 
 
 def check_secrets(client: cluster.KubeClient, spec: JobSpec, findings: Findings) -> None:
@@ -219,6 +245,169 @@ def check_secrets(client: cluster.KubeClient, spec: JobSpec, findings: Findings)
                 f"Secret '{name}' ({where}) has no key {', '.join(missing)}",
                 f"recreate it with every key: kubectl -n {namespace} create secret generic {name} {literals} "
                 "--dry-run=client -o yaml | kubectl apply -f -"))
+
+
+# ----- what pod creation needs ----------------------------------------------------------------------
+def read_or_note(client: cluster.KubeClient, kind: cluster.Kind, name: str, what: str,
+                 findings: Findings) -> Obj | None | bool:
+    """The object, None if it does not exist, or False (with a note) if we may not read it."""
+    try:
+        return client.read(kind, name)
+    except cluster.KubeRequestError as exc:
+        if exc.status != 403:
+            raise
+        findings.notes.append(f"cannot check that {what} exists: you may not read {kind.plural}")
+        return False
+
+
+def check_service_account(client: cluster.KubeClient, spec: JobSpec, findings: Findings) -> None:
+    """kubernetes.service_account exists: the serviceaccount admission plugin refuses pods naming a missing one."""
+    name, namespace = spec.kubernetes.service_account, client.namespace
+    if name is None:
+        return
+    what = f"ServiceAccount '{name}' (kubernetes.service_account)"
+    if read_or_note(client, cluster.SERVICE_ACCOUNT, name, what, findings) is None:
+        findings.problems.append(Problem(f"{what} does not exist in namespace '{namespace}'",
+                                         f"create it (kubectl -n {namespace} create serviceaccount {name}) or fix "
+                                         "kubernetes.service_account"))
+
+
+def check_priority_class(client: cluster.KubeClient, spec: JobSpec, findings: Findings) -> None:
+    """kubernetes.priority_class exists: the priority admission plugin refuses pods naming a missing one,
+    and Kueue creates no Workload for their job (so a queued job would wait forever)."""
+    name = spec.kubernetes.priority_class
+    if name is None:
+        return
+    what = f"PriorityClass '{name}' (kubernetes.priority_class)"
+    if read_or_note(client, cluster.PRIORITY_CLASS, name, what, findings) is not None:
+        return
+    consequence = (" (Kueue would never create a Workload for the job, so it would wait forever)"
+                   if spec.kubernetes.queue else " (no pod of the job could be created)")
+    findings.problems.append(Problem(f"{what} does not exist{consequence}",
+                                     "fix kubernetes.priority_class (kubectl get priorityclasses lists them), or ask a "
+                                     "cluster admin to create it"))
+
+
+def pod_counts(objects: list[Obj]) -> list[tuple[Obj, int]]:
+    """Every pod template of the job's objects, with how many pods it makes at once."""
+    found: list[tuple[Obj, int]] = []
+    for obj in objects:
+        spec = obj.get("spec") or {}
+        if obj["kind"] == "Job":
+            found.append((spec["template"], int(spec.get("parallelism") or 1)))
+        elif obj["kind"] == "RayJob":
+            ray = spec["rayClusterSpec"]
+            found.append((ray["headGroupSpec"]["template"], 1))
+            found += [(group["template"], int(group.get("replicas") or 0)) for group in ray["workerGroupSpecs"]]
+            if spec.get("submitterPodTemplate"):
+                found.append((spec["submitterPodTemplate"], 1))
+    return found
+
+
+def baseline_violations(pod: Obj) -> list[str]:
+    """What the baseline Pod Security level forbids in a pod spec (the subset dlaunch could render)."""
+    found = [f"{key}=true" for key in ("hostNetwork", "hostPID", "hostIPC") if pod.get(key)]
+    found += [f"hostPath volume {v['name']}" for v in pod.get("volumes") or [] if "hostPath" in v]
+    for container in pod.get("initContainers", []) + pod.get("containers", []):
+        if (container.get("securityContext") or {}).get("privileged"):
+            found.append(f"privileged container {container['name']}")
+        if any("hostPort" in port for port in container.get("ports") or []):
+            found.append(f"hostPort in container {container['name']}")
+    return found
+
+
+def restricted_violations(pod: Obj) -> list[str]:
+    """What the restricted level forbids beyond baseline (pod-security-admission's restricted checks)."""
+    found = [f"volume {v['name']}" for v in pod.get("volumes") or [] if not set(v) - {"name"} <= RESTRICTED_VOLUMES]
+    pod_context = pod.get("securityContext") or {}
+    for container in pod.get("initContainers", []) + pod.get("containers", []):
+        context, name = container.get("securityContext") or {}, container["name"]
+        if context.get("allowPrivilegeEscalation") is not False:
+            found.append(f"allowPrivilegeEscalation != false ({name})")
+        if "ALL" not in (context.get("capabilities") or {}).get("drop", []):
+            found.append(f"capabilities not dropped ({name})")
+        if not context.get("runAsNonRoot", pod_context.get("runAsNonRoot")):
+            found.append(f"runAsNonRoot != true ({name})")
+        seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"seccompProfile not RuntimeDefault ({name})")
+    return found
+
+
+def check_pod_security(namespace: Obj | None, objects: list[Obj], findings: Findings) -> None:
+    """The namespace's enforced Pod Security level admits the job's pods (the admission would refuse
+    them with "violates PodSecurity"). Needs the namespace's labels; skipped when it may not be read."""
+    level = ((namespace or {}).get("metadata", {}).get("labels") or {}).get(POD_SECURITY_LABEL)
+    if level not in ("baseline", "restricted"):
+        return
+    found: list[str] = []
+    for template, _ in pod_counts(objects):
+        pod = template.get("spec") or {}
+        found += baseline_violations(pod) + (restricted_violations(pod) if level == "restricted" else [])
+    if found:
+        name = namespace["metadata"]["name"] if namespace else ""
+        findings.problems.append(Problem(
+            f"namespace '{name}' enforces the {level} Pod Security level, which refuses the job's pods "
+            f"({', '.join(dict.fromkeys(found))})",
+            "drop kubernetes.host_network, or use a namespace whose pod-security.kubernetes.io/enforce level allows "
+            "them"))
+
+
+def pod_usage(template: Obj) -> dict[str, float]:
+    """What one pod of `template` counts against each quota key of QUOTA_KEYS."""
+    usage: dict[str, float] = {}
+    containers = (template.get("spec") or {}).get("containers") or []
+    for key, source in QUOTA_KEYS.items():
+        if source is None:
+            usage[key] = 1.0
+            continue
+        section, resource = source
+        usage[key] = sum(parse_quantity(((c.get("resources") or {}).get(section) or {}).get(resource, "0"))
+                         for c in containers)
+    return usage
+
+
+def job_usage(objects: list[Obj]) -> dict[str, float]:
+    """What all the job's pods together count against each quota key."""
+    total: dict[str, float] = {}
+    for template, count in pod_counts(objects):
+        for key, amount in pod_usage(template).items():
+            total[key] = total.get(key, 0.0) + amount * count
+    return total
+
+
+def amount(key: str, value: float) -> str:
+    return f"{value / 2**30:g}Gi" if key.endswith("memory") else f"{value:g}"
+
+
+def check_quotas(client: cluster.KubeClient, objects: list[Obj], findings: Findings) -> None:
+    """No ResourceQuota of the namespace is smaller than the job (a problem), or fuller than leaves room
+    for it now (a note: its pods wait for room). Scoped quotas are not checked."""
+    try:
+        quotas, _ = client.list(cluster.RESOURCE_QUOTA)
+    except cluster.KubeRequestError as exc:
+        if exc.status != 403:
+            raise
+        findings.notes.append("cannot check the namespace's ResourceQuotas: you may not list resourcequotas")
+        return
+    need = job_usage(objects)
+    for quota in quotas:
+        spec, status = quota.get("spec") or {}, quota.get("status") or {}
+        if spec.get("scopes") or spec.get("scopeSelector"):
+            continue
+        for key, hard_text in (spec.get("hard") or {}).items():
+            if key not in need or not need[key]:
+                continue
+            hard, used = parse_quantity(hard_text), parse_quantity((status.get("used") or {}).get(key, "0"))
+            name = quota["metadata"]["name"]
+            if need[key] > hard:
+                findings.problems.append(Problem(
+                    f"ResourceQuota '{name}' allows {key}={hard_text} in namespace '{client.namespace}', but the "
+                    f"job's pods need {amount(key, need[key])} together",
+                    "ask for a larger quota, or request fewer nodes or resources"))
+            elif need[key] + used > hard:
+                findings.notes.append(f"ResourceQuota '{name}' has {amount(key, hard - used)} of {key} left, the job "
+                                      f"needs {amount(key, need[key])}: its pods wait until other jobs free quota")
 
 
 # ----- nodes ----------------------------------------------------------------------------------------
