@@ -41,6 +41,7 @@ def gpu_job(nodes: int) -> str:
                        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
         "training": {"model": {"type": "causal-lm", "preset": "llama-tiny"},
                      "data": {"train": "s3://corpora/train/", "seq_len": 128},
+                     "checkpoint": {"uri": "s3://corpora/runs"},
                      "batch": {"global": nodes * GPUS_PER_NODE * MICRO_BATCH, "micro": MICRO_BATCH},
                      "max_steps": 10, "zero": {"stage": 2}},
     }
@@ -52,8 +53,8 @@ def prepare(fake: FakeKubeApi) -> None:
     for index in range(4):
         fake.add(node(f"gpu-{index}", gpus=GPUS_PER_NODE, cpu="192", memory="2000Gi",
                       taints=({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},)))
-    fake.add(secret("s3-credentials", NAMESPACE, ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")))
-    fake.add(secret("wandb-api-key", NAMESPACE, ("WANDB_API_KEY",)))
+    fake.add(secret("s3-credentials", NAMESPACE, ("credentials",)))
+    fake.add(secret("wandb-api-key", NAMESPACE, ("netrc",)))
 
 
 def count_submit_requests(nodes: int) -> Counter[str]:

@@ -20,9 +20,14 @@ def unsupported_features(spec: JobSpec) -> list[str]:
     if distill is not None and t.model.type != "sequence-classification":
         found.append("training.compression.distill: distilling causal LMs is not supported yet "
                      "(sequence-classification is)")
-    if spec.target == "local":
-        found += hardware_problems(spec) + checkpoint_problems(spec)
     return found
+
+
+def local_run_problems(spec: JobSpec) -> list[str]:
+    """Why this machine cannot run a valid local job: its precision, or checkpoints of another model."""
+    if spec.target != "local":
+        return []
+    return hardware_problems(spec) + checkpoint_problems(spec)
 
 
 def uses_deepspeed_engine(spec: JobSpec) -> bool:

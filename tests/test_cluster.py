@@ -112,10 +112,11 @@ def test_in_a_pod_the_service_account_and_its_namespace_are_used(in_a_pod: None)
 def test_submit_applies_each_object_server_side_as_dlaunch(fake_kube: FakeKubeApi, kubeconfig: Path) -> None:
     assert submit(k8s_spec()) == 0
     patches = [r for r in fake_kube.requests if r.method == "PATCH"]
-    config_map, service = (f"/api/v1/namespaces/{NAMESPACE}/configmaps/kjob-config",
-                           f"/api/v1/namespaces/{NAMESPACE}/services/kjob")
-    # the objects, then the ConfigMap and Service again, now owned by the Job (whose uid they need)
-    assert [r.path for r in patches] == [config_map, service, f"{JOB_PATH}/kjob", config_map, service]
+    config_map, policy, service = (f"/api/v1/namespaces/{NAMESPACE}/configmaps/kjob-config",
+                                   f"/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/networkpolicies/kjob",
+                                   f"/api/v1/namespaces/{NAMESPACE}/services/kjob")
+    # the objects, then the others again, now owned by the Job (whose uid they need)
+    assert [r.path for r in patches] == [config_map, policy, service, f"{JOB_PATH}/kjob", config_map, policy, service]
     assert all(r.query == {"fieldManager": "dlaunch", "force": "true"} for r in patches)
     job = fake_kube.get("batch/v1", "Job", "kjob", NAMESPACE)
     assert job is not None
@@ -128,10 +129,11 @@ def test_submit_applies_each_object_server_side_as_dlaunch(fake_kube: FakeKubeAp
 def test_dry_run_server_sends_everything_and_persists_nothing(fake_kube: FakeKubeApi, kubeconfig: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     assert submit(k8s_spec(), dry_run_server=True) == 0
-    assert [r.query.get("dryRun") for r in fake_kube.requests if r.method == "PATCH"] == ["All"] * 3
+    assert [r.query.get("dryRun") for r in fake_kube.requests if r.method == "PATCH"] == ["All"] * 4
     assert fake_kube.objects("batch/v1", "Job", NAMESPACE) == []
     assert capsys.readouterr().out.splitlines() == [
         "configmap/kjob-config serverside-applied (server dry run)",
+        "networkpolicy.networking.k8s.io/kjob serverside-applied (server dry run)",
         "service/kjob serverside-applied (server dry run)",
         "job.batch/kjob serverside-applied (server dry run)",
     ]
@@ -332,7 +334,8 @@ def test_delete_job_is_foreground_and_takes_the_pods(fake_kube: FakeKubeApi, kub
     submit(k8s_spec())
     JobSim(fake_kube, NAMESPACE, "kjob").start()
     fake_kube.reset_requests()
-    assert backend.delete_job("kjob") == ["job.batch/kjob", "service/kjob", "configmap/kjob-config"]
+    assert backend.delete_job("kjob") == ["job.batch/kjob", "service/kjob", "configmap/kjob-config",
+                                          "networkpolicy.networking.k8s.io/kjob"]
     assert {r.query.get("propagationPolicy") for r in fake_kube.requests if r.method == "DELETE"} == {"Foreground"}
     assert fake_kube.objects("v1", "Pod", NAMESPACE) == []
     assert fake_kube.objects("v1", "ConfigMap", NAMESPACE) == []
@@ -397,6 +400,7 @@ def test_dry_run_of_a_replacement_deletes_nothing(fake_kube: FakeKubeApi, kubeco
     assert capsys.readouterr().out.splitlines() == [
         "job.batch/kjob would be deleted and created again (server dry run)",
         "configmap/kjob-config serverside-applied (server dry run)",
+        "networkpolicy.networking.k8s.io/kjob serverside-applied (server dry run)",
         "service/kjob serverside-applied (server dry run)",
     ]
     assert [r.query.get("dryRun") for r in fake_kube.requests if r.method == "DELETE"] == ["All"]
@@ -412,4 +416,4 @@ def test_submit_requests_do_not_grow_with_the_number_of_nodes(monkeypatch: pytes
     module_spec.loader.exec_module(bench)
     small, large = bench.count_submit_requests(2), bench.count_submit_requests(1024)
     assert small == large
-    assert small["PATCH"] == 5  # 3 objects, then the ConfigMap and Service owned by the Job
+    assert small["PATCH"] == 7  # 4 objects, then the 3 that are not the Job, owned by it

@@ -356,8 +356,9 @@ def test_the_configmap_and_service_are_owned_by_the_job_and_go_with_its_ttl(fake
     assert sim.start()
     sim.finish(succeeded=True)
     sim.expire_ttl()
-    for kind in ("Job", "Pod", "ConfigMap", "Service"):
-        assert fake_kube.objects("batch/v1" if kind == "Job" else "v1", kind, NAMESPACE) == []
+    for api_version, kind in (("batch/v1", "Job"), ("v1", "Pod"), ("v1", "ConfigMap"), ("v1", "Service"),
+                              ("networking.k8s.io/v1", "NetworkPolicy")):
+        assert fake_kube.objects(api_version, kind, NAMESPACE) == [], kind
 
 
 def test_cancel_of_a_ray_job_deletes_the_rayjob_and_everything_it_owns(fake_kube: FakeKubeApi, kubeconfig: Path,
@@ -371,9 +372,9 @@ def test_cancel_of_a_ray_job_deletes_the_rayjob_and_everything_it_owns(fake_kube
     assert result.code == 0, result.err
     assert result.out.splitlines()[0] == (
         "job kjob: deleting (foreground: pods stop first, each within its grace period) rayjob.ray.io/kjob, "
-        "configmap/kjob-config in namespace dlaunch")
+        "configmap/kjob-config, networkpolicy.networking.k8s.io/kjob in namespace dlaunch")
     for api_version, kind in (("ray.io/v1", "RayJob"), ("ray.io/v1", "RayCluster"), ("batch/v1", "Job"),
-                              ("v1", "Pod"), ("v1", "ConfigMap")):
+                              ("v1", "Pod"), ("v1", "ConfigMap"), ("networking.k8s.io/v1", "NetworkPolicy")):
         assert fake_kube.objects(api_version, kind, NAMESPACE) == [], kind
 
 

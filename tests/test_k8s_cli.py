@@ -296,7 +296,7 @@ def test_cancel_deletes_foreground_and_keeps_checkpoints(by_name: bool, job: Sub
     assert result.code == 0, result.err
     assert result.out.splitlines() == [
         "job kjob: deleting (foreground: pods stop first, each within its grace period) job.batch/kjob, "
-        "service/kjob, configmap/kjob-config in namespace dlaunch",
+        "service/kjob, configmap/kjob-config, networkpolicy.networking.k8s.io/kjob in namespace dlaunch",
         f"checkpoints are kept: last committed step 75 ({CHECKPOINTS}); submit the same spec again to resume "
         "from the latest",
     ]
@@ -390,8 +390,8 @@ def test_submit_says_what_it_applied_and_what_next(fake_kube: FakeKubeApi, kubec
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert submit(k8s_spec()) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "job kjob submitted to namespace dlaunch (context fake): applied configmap/kjob-config, service/kjob, "
-        "job.batch/kjob",
+        "job kjob submitted to namespace dlaunch (context fake): applied configmap/kjob-config, "
+        "networkpolicy.networking.k8s.io/kjob, service/kjob, job.batch/kjob",
         f"checkpoints: no checkpoint yet ({CHECKPOINTS})",
         "next: dlaunch status --name kjob -n dlaunch  |  dlaunch logs --name kjob -n dlaunch --follow  |  "
         "dlaunch cancel --name kjob -n dlaunch",

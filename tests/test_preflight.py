@@ -41,7 +41,7 @@ def add_all(*objects: dict[str, Any]) -> Callable[[FakeKubeApi], None]:
     return lambda fake: [fake.add(obj) for obj in objects]
 
 
-S3_KEYS = "--from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=..."
+S3_KEYS = "--from-file=credentials=$HOME/.aws/credentials"
 FAILING = {
     "namespace-missing": Case(
         k8s_spec(kubernetes={"namespace": "nope"}),
@@ -71,13 +71,13 @@ FAILING = {
          f"dlaunch create secret generic s3-creds {S3_KEYS}"]),
     "secret-missing-a-key": Case(
         k8s_spec(kubernetes={"secrets": {"s3": "s3-creds"}}),
-        [f"Secret 's3-creds' (kubernetes.secrets.s3) has no key AWS_SECRET_ACCESS_KEY: recreate it with every key: "
+        [f"Secret 's3-creds' (kubernetes.secrets.s3) has no key credentials: recreate it with every key: "
          f"kubectl -n dlaunch create secret generic s3-creds {S3_KEYS} --dry-run=client -o yaml | kubectl apply -f -"],
-        add_all(secret("s3-creds", NAMESPACE, ("AWS_ACCESS_KEY_ID",)))),
+        add_all(secret("s3-creds", NAMESPACE, ("config",)))),
     "wandb-secret-missing-its-key": Case(
         k8s_spec(kubernetes={"secrets": {"wandb": "wandb"}}),
-        ["Secret 'wandb' (kubernetes.secrets.wandb) has no key WANDB_API_KEY: recreate it with every key: kubectl -n "
-         "dlaunch create secret generic wandb --from-literal=WANDB_API_KEY=... --dry-run=client -o yaml | kubectl "
+        ["Secret 'wandb' (kubernetes.secrets.wandb) has no key netrc: recreate it with every key: kubectl -n "
+         "dlaunch create secret generic wandb --from-file=netrc=$HOME/.netrc --dry-run=client -o yaml | kubectl "
          "apply -f -"],
         add_all(secret("wandb", NAMESPACE, ("api-key",)))),
     "image-pull-secret-missing": Case(
@@ -130,8 +130,7 @@ PASSING = {
         k8s_spec(kubernetes={"queue": "gpu-queue", "secrets": {"s3": "s3-creds", "wandb": "wandb"},
                              "image_pull_secrets": ["regcred"]}), [],
         add_all(local_queue("gpu-queue", NAMESPACE), secret("regcred", NAMESPACE, (".dockerconfigjson",)),
-                secret("s3-creds", NAMESPACE, ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
-                secret("wandb", NAMESPACE, ("WANDB_API_KEY",)))),
+                secret("s3-creds", NAMESPACE, ("credentials",)), secret("wandb", NAMESPACE, ("netrc",)))),
     "ray-with-kuberay": Case(k8s_spec(backend="ray"), []),
     "secrets-unreadable-is-a-note": Case(
         k8s_spec(kubernetes={"secrets": {"s3": "s3-creds"}}), [], lambda fake: fake.deny("get", "secrets"),
@@ -180,7 +179,7 @@ def test_expired_credentials_are_named(fake_kube: FakeKubeApi, kubeconfig: Path)
 def test_rbac_is_asked_with_one_access_review_per_verb_and_resource(fake_kube: FakeKubeApi,
                                                                      kubeconfig: Path) -> None:
     submit(k8s_spec())
-    assert fake_kube.count("POST", "selfsubjectaccessreviews$") == 1 + 2 * 3  # get job; create, patch each object
+    assert fake_kube.count("POST", "selfsubjectaccessreviews$") == 1 + 2 * 4  # get job; create, patch each object
 
 
 @pytest.mark.parametrize("options, extra", [
@@ -194,5 +193,6 @@ def test_the_access_needed_follows_the_options(options: dict[str, bool], extra: 
     needs = needed_access(job, objects, options.get("wait", False), options.get("follow", False),
                           options.get("replace", False))
     assert [(verb, resource_name(kind, sub)) for verb, kind, sub in needs] == [
-        ("get", "jobs.batch"), ("create", "configmaps"), ("patch", "configmaps"), ("create", "services"),
-        ("patch", "services"), ("create", "jobs.batch"), ("patch", "jobs.batch"), *extra]
+        ("get", "jobs.batch"), ("create", "configmaps"), ("patch", "configmaps"),
+        ("create", "networkpolicies.networking.k8s.io"), ("patch", "networkpolicies.networking.k8s.io"),
+        ("create", "services"), ("patch", "services"), ("create", "jobs.batch"), ("patch", "jobs.batch"), *extra]

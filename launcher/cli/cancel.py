@@ -1,4 +1,5 @@
-"""`dlaunch cancel`: delete a Kubernetes job's objects (foreground: its pods first); checkpoints are kept."""
+"""`dlaunch cancel`: delete a Kubernetes job's objects, its Job or RayJob first (foreground: its pods and what it
+owns go before it); checkpoints are kept."""
 
 from __future__ import annotations
 

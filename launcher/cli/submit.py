@@ -27,9 +27,8 @@ POLL_S = 0.5
 def command(spec_file: str, dry_run: bool, dry_run_server: bool, wait: bool, follow: bool, replace: bool,
             context: str | None, namespace: str | None, runs_dir: str) -> int:
     """Run the job in SPEC: on this machine (followed to the end) or on a Kubernetes cluster."""
-    from launcher.plan import plan_job
     from launcher.spec import load_spec
-    from launcher.support import unsupported_features
+    from launcher.support import local_run_problems, unsupported_features
 
     loaded = load_spec(spec_file)
     for note in loaded.notes:
@@ -37,7 +36,10 @@ def command(spec_file: str, dry_run: bool, dry_run_server: bool, wait: bool, fol
     missing = unsupported_features(loaded.spec)
     if missing:
         raise NotSupportedYet("this spec is valid but cannot run yet:\n  " + "\n  ".join(missing))
-    layout = plan_job(loaded.spec).layout  # refuses, with the smallest change, a job that cannot fit
+    refused = local_run_problems(loaded.spec)
+    if refused:
+        raise NotSupportedYet("this spec is valid but cannot run here:\n  " + "\n  ".join(refused))
+    layout = submit_layout(loaded.spec, dry_run)
     if loaded.spec.target == "kubernetes":
         return submit_kubernetes(loaded.spec, layout, dry_run=dry_run, dry_run_server=dry_run_server, wait=wait,
                                  follow=follow, replace=replace, context=context, namespace=namespace)
@@ -47,6 +49,19 @@ def command(spec_file: str, dry_run: bool, dry_run_server: bool, wait: bool, fol
         click.echo(local.dry_run_text(loaded.spec, layout, runs_dir))
         return 0
     return run_local(loaded.spec, layout, runs_dir)
+
+
+def submit_layout(spec, dry_run: bool):  # type: ignore[no-untyped-def]
+    """The batch layout: the planner's (it refuses, with the smallest change, a job that cannot fit),
+    except for a Kubernetes dry run whose layout is fixed, which stays offline like `render`."""
+    from launcher.plan import plan_batch, plan_job, skipped_memory_check
+
+    if dry_run and spec.target == "kubernetes":
+        skipped = skipped_memory_check(spec)
+        if skipped:
+            warn(skipped)
+        return plan_batch(spec)
+    return plan_job(spec).layout
 
 
 def submit_kubernetes(spec, layout, *, dry_run: bool, dry_run_server: bool, wait: bool, follow: bool,  # type: ignore[no-untyped-def]

@@ -144,7 +144,11 @@ def create_s3_secret(server: Any) -> None:
 
     api = client.CoreV1Api(config.new_client_from_config(config_file=os.environ["KUBECONFIG"]))
     env = server.env()
-    keys = {key: env[key] for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
+    # The files pods read (launcher/targets/kubernetes/pods.py SECRET_MOUNTS): an AWS shared
+    # credentials file, and a config file with the endpoint of this S3-compatible server.
+    keys = {"credentials": f"[default]\naws_access_key_id = {env['AWS_ACCESS_KEY_ID']}\n"
+                           f"aws_secret_access_key = {env['AWS_SECRET_ACCESS_KEY']}\n",
+            "config": f"[default]\nendpoint_url = {env['AWS_ENDPOINT_URL']}\n"}
     body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": S3_SECRET, "namespace": NAMESPACE},
             "stringData": keys}
     api.patch_namespaced_secret(S3_SECRET, NAMESPACE, body, field_manager="dlaunch-e2e", force=True,

@@ -332,8 +332,9 @@ class RaySim:
                 "app.kubernetes.io/created-by": "kuberay-operator"}
 
     def start_ray_pods(self, cluster: Obj) -> bool:
+        workers = cluster["spec"]["workerGroupSpecs"]
         groups = [("head", "headgroup", cluster["spec"]["headGroupSpec"], 1)] + [
-            ("worker", group["groupName"], group, int(group["replicas"])) for group in cluster["spec"]["workerGroupSpecs"]]
+            ("worker", group["groupName"], group, int(group["replicas"])) for group in workers]
         for node_type, group_name, group, replicas in groups:
             for replica in range(replicas):
                 name = f"{self.cluster_name}-head" if node_type == "head" else \
@@ -344,7 +345,8 @@ class RaySim:
                     warning_event(self.fake, cluster, reason, f"Failed to create {node_type} Pod {self.namespace}/"
                                                               f"{name}, {refusal}", "raycluster-controller")
                     return False
-                labels = {"ray.io/node-type": node_type, "ray.io/group": group_name, "ray.io/cluster": self.cluster_name}
+                labels = {"ray.io/node-type": node_type, "ray.io/group": group_name,
+                          "ray.io/cluster": self.cluster_name}
                 self.add_pod(name, group["template"], labels, cluster)
         return True
 

@@ -43,7 +43,8 @@ strategic-merge, JSON and merge patches (415), PUT, deletecollection, subresourc
 `resourceVersionMatch`, the log options `sinceSeconds`, `sinceTime` and `limitBytes`, the
 same object seen through several API versions, finalizers other than foreground deletion,
 graceful deletion periods, namespaces being terminated, TLS, certificates, exec credential
-plugins, impersonation, API priority and fairness, and quotas.
+plugins, impersonation, API priority and fairness, and quotas (pod admission, quotas included, is
+cluster_sim.admit_pod's, run by the simulated controllers).
 """
 
 from __future__ import annotations

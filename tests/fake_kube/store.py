@@ -48,6 +48,7 @@ BUILTIN_TYPES = (
     ResourceType("", "v1", "serviceaccounts", "ServiceAccount"),
     ResourceType("", "v1", "resourcequotas", "ResourceQuota"),
     ResourceType("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", namespaced=False),
+    ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
     ResourceType("batch", "v1", "jobs", "Job"),
     ResourceType("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview",
                  namespaced=False),

@@ -20,7 +20,6 @@ S3 credentials come only from the environment or the standard boto3 chain.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import shutil
@@ -192,8 +191,8 @@ class Storage(ABC):
     def upload_file_hashed(self, local: str | os.PathLike[str], uri: str) -> tuple[int, str]:
         """`upload_file`, returning the size and sha256 of the file as it was read for the upload.
 
-        This generic version reads the file twice (hash, then upload); `LocalStorage` and
-        `S3Storage` hash the very buffers they send, in one pass over the file.
+        This generic version reads the file twice (hash, then upload); `LocalStorage` (always) and
+        `S3Storage` (below its multipart threshold) hash the very buffers they send, in one pass.
         """
         with _local_errors(f"hash {local}"), open(_regular_file(Path(local)), "rb") as handle:
             hashed = Sha256Reader(handle).finish()
@@ -341,10 +340,6 @@ class S3Storage(Storage):
             max_concurrency=opts.max_concurrency,
             use_threads=True,
         )
-        # Streams are uploaded from parts read into memory: keep only those the threads are sending
-        # (s3transfer.manager.TransferConfig, `max_in_memory_upload_chunks`, default 10).
-        self._stream_transfer = copy.copy(self._transfer)
-        self._stream_transfer.max_in_memory_upload_chunks = opts.max_concurrency
 
     def __repr__(self) -> str:
         return f"S3Storage(endpoint_url={self.endpoint_url!r})"
@@ -398,20 +393,24 @@ class S3Storage(Storage):
             self._client.upload_file(os.fspath(_regular_file(Path(local))), bucket, key, Config=self._transfer)
 
     def upload_file_hashed(self, local: str | os.PathLike[str], uri: str) -> tuple[int, str]:
-        """`upload_file`, hashing the buffers that are sent: one read of the file, not two.
+        """`upload_file`, returning the file's size and sha256; one read of the file where that costs less.
 
-        boto3's `upload_fileobj` with a seekable stream (s3transfer/upload.py,
-        `UploadSeekableInputManager`) reads each multipart part in order, once, into memory in the
-        submitting thread, so the reader hashes the file front to back; the parts' upload threads
-        and botocore's retries re-read those in-memory copies, not the stream. A single PutObject
-        sends the stream itself, which botocore may rewind (checksum, retry): `Sha256Reader`
-        hashes re-read bytes only once. At most `max_concurrency + 1` parts are held in memory.
+        Below `multipart_threshold` boto3 sends the stream itself in one PutObject (s3transfer
+        upload.py, `UploadSeekableInputManager._get_put_object_fileobj_with_full_size`), so the
+        buffers botocore reads to send (and to checksum, rewinding) are the ones hashed.
+        Above it, s3transfer's stream path reads every part into a fresh `multipart_chunksize`
+        buffer in one thread (`_get_upload_part_fileobj_with_full_size`); measured on a 256 MiB
+        file, that costs 30 % more CPU (0.70 s against 0.54 s) than hashing the file from the page
+        cache and uploading it by name, parts read in parallel. Large files take that cheaper path;
+        they are read-only while they are uploaded, and the caller checks the stored size.
         """
         bucket, key = self._object(uri)
         with self._errors(f"upload {local} to {uri}", uri), open(_regular_file(Path(local)), "rb") as handle:
-            reader = Sha256Reader(handle)
-            self._client.upload_fileobj(reader, bucket, key, Config=self._stream_transfer)
-            return reader.finish()
+            if os.fstat(handle.fileno()).st_size < self.options.multipart_threshold:
+                reader = Sha256Reader(handle)
+                self._client.upload_fileobj(reader, bucket, key, Config=self._transfer)
+                return reader.finish()
+        return super().upload_file_hashed(local, uri)
 
     def download_file(self, uri: str, local: str | os.PathLike[str]) -> None:
         """Download (ranged GETs in parallel for large objects) to a temp file, then rename it."""

@@ -155,6 +155,7 @@ NODE = Kind("Node", "nodes", namespaced=False)
 SERVICE_ACCOUNT = Kind("ServiceAccount", "serviceaccounts")
 RESOURCE_QUOTA = Kind("ResourceQuota", "resourcequotas")
 PRIORITY_CLASS = Kind("PriorityClass", "priorityclasses", "scheduling.k8s.io", namespaced=False)
+NETWORK_POLICY = Kind("NetworkPolicy", "networkpolicies", "networking.k8s.io")
 JOB = Kind("Job", "jobs", "batch")
 RAY_JOB = Kind("RayJob", "rayjobs", "ray.io")
 # Kueue serves v1beta2 (its storage version) and, deprecated, v1beta1 (apis/kueue/v1beta1:
@@ -165,7 +166,7 @@ LOCAL_QUEUES = tuple(Kind("LocalQueue", "localqueues", KUEUE_GROUP, v) for v in 
 WORKLOADS = tuple(Kind("Workload", "workloads", KUEUE_GROUP, v) for v in ("v1beta2", "v1beta1"))
 # Kueue labels each Workload with the uid of the job it stands for (pkg/controller/constants: JobUIDLabel).
 KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
-KINDS = {(k.api_version, k.kind): k for k in (CONFIG_MAP, SERVICE, SECRET, POD, JOB, RAY_JOB)}
+KINDS = {(k.api_version, k.kind): k for k in (CONFIG_MAP, SERVICE, SECRET, POD, NETWORK_POLICY, JOB, RAY_JOB)}
 JOB_KINDS = (JOB, RAY_JOB)
 
 
@@ -601,7 +602,7 @@ class KubernetesBackend:
         return result
 
     def _own_dependents(self, objects: list[dict[str, Any]], job: dict[str, Any], user: str) -> None:
-        """Make the job own its ConfigMap and Service, so they go with it (its TTL, a cancel, a
+        """Make the job own its other objects (ConfigMap, Service, NetworkPolicy), so they go with it (its TTL, a cancel, a
         replacement) through the garbage collector. Applied after the job exists: the reference needs
         its uid, and its pods need the ConfigMap from the start."""
         for obj in objects:
@@ -761,8 +762,9 @@ class KubernetesBackend:
     def delete_job(self, name: str, *, wait: bool = False) -> list[str]:
         """Delete the job's objects (the job first, foreground: its pods and owned objects go before it).
 
-        The ConfigMap and Service, owned by the job, usually go with it (garbage collector); they are
-        deleted by name too, for jobs submitted before dlaunch set owner references. Returns what went.
+        The ConfigMap, Service and NetworkPolicy, owned by the job, usually go with it (garbage
+        collector); they are deleted by name too, for jobs submitted before dlaunch set owner
+        references. Returns what went.
         """
         found = self._labelled_objects(name)
         if not found:
@@ -776,7 +778,7 @@ class KubernetesBackend:
     def _labelled_objects(self, name: str) -> list[tuple[Kind, str]]:
         """(kind, name) of every object carrying the job's label: jobs first, then what they own."""
         found: list[tuple[Kind, str]] = []
-        for kind in (*JOB_KINDS, SERVICE, CONFIG_MAP):
+        for kind in (*JOB_KINDS, SERVICE, CONFIG_MAP, NETWORK_POLICY):
             try:
                 items, _ = self.client.list(kind, f"{JOB_LABEL}={name}")
             except KubeRequestError as exc:

@@ -115,8 +115,8 @@ def check_namespace(client: cluster.KubeClient, spec: JobSpec) -> tuple[Problem 
             return None, None  # may not read Namespace objects: creating the job will tell
         raise
     if found is None:
-        return Problem(f"namespace '{namespace}' does not exist",
-                       f"create it (kubectl create namespace {namespace}) or set kubernetes.namespace in the spec"), None
+        fix = f"create it (kubectl create namespace {namespace}) or set kubernetes.namespace in the spec"
+        return Problem(f"namespace '{namespace}' does not exist", fix), None
     return None, found
 
 
@@ -202,6 +202,8 @@ def check_queue(client: cluster.KubeClient, spec: JobSpec, findings: Findings) -
 # Where a user usually has each credential file that a Secret key holds.
 CREDENTIAL_FILE_EXAMPLES = {"credentials": "$HOME/.aws/credentials", "config": "$HOME/.aws/config",
                             "netrc": "$HOME/.netrc"}
+
+
 def secret_refs(spec: JobSpec) -> list[tuple[str, str, list[str]]]:
     """(Secret name, spec field, keys the pods read from it) for every Secret the job references."""
     k8s, refs = spec.kubernetes, []
@@ -214,12 +216,16 @@ def secret_refs(spec: JobSpec) -> list[tuple[str, str, list[str]]]:
     return refs
 
 
+def secret_files(keys: list[str]) -> str:
+    """`--from-file` options for a Secret's keys, from where a user usually has each file."""
+    return " ".join(f"--from-file={key}={CREDENTIAL_FILE_EXAMPLES.get(key, 'FILE')}" for key in keys)
+
+
 def create_secret_fix(namespace: str, name: str, where: str, keys: list[str]) -> str:
     if where == "kubernetes.image_pull_secrets":
         return (f"create it: kubectl -n {namespace} create secret docker-registry {name} --docker-server=REGISTRY "
                 "--docker-username=USER --docker-password=TOKEN")
-    files = " ".join(f"--from-file={key}={CREDENTIAL_FILE_EXAMPLES.get(key, 'FILE')}" for key in keys)
-    return f"create it: kubectl -n {namespace} create secret generic {name} {files}"
+    return f"create it: kubectl -n {namespace} create secret generic {name} {secret_files(keys)}"
 
 
 def check_secrets(client: cluster.KubeClient, spec: JobSpec, findings: Findings) -> None:
@@ -240,11 +246,10 @@ def check_secrets(client: cluster.KubeClient, spec: JobSpec, findings: Findings)
         present = {*(secret.get("data") or {}), *(secret.get("stringData") or {})}
         missing = [key for key in keys if key not in present]
         if missing:
-            literals = " ".join(f"--from-literal={key}=..." for key in keys)
             findings.problems.append(Problem(
                 f"Secret '{name}' ({where}) has no key {', '.join(missing)}",
-                f"recreate it with every key: kubectl -n {namespace} create secret generic {name} {literals} "
-                "--dry-run=client -o yaml | kubectl apply -f -"))
+                f"recreate it with every key: kubectl -n {namespace} create secret generic {name} "
+                f"{secret_files(keys)} --dry-run=client -o yaml | kubectl apply -f -"))
 
 
 # ----- what pod creation needs ----------------------------------------------------------------------

@@ -381,8 +381,10 @@ def event_owners(obj: Obj) -> set[tuple[str, str]]:
 
 def creation_problem(events: list[Obj], owners: set[tuple[str, str]]) -> str:
     """Why pods cannot be created, from the newest creation-failure event on `owners` ('' if none)."""
-    failures = [e for e in events if e.get("reason") in CREATE_FAILURE_REASONS
-                and ((e.get("involvedObject") or {}).get("kind"), (e.get("involvedObject") or {}).get("name")) in owners]
+    def about(event: Obj) -> tuple[str, str]:
+        involved = event.get("involvedObject") or {}
+        return involved.get("kind", ""), involved.get("name", "")
+    failures = [e for e in events if e.get("reason") in CREATE_FAILURE_REASONS and about(e) in owners]
     if not failures:
         return ""
     message = (max(failures, key=_event_time).get("message") or "").strip()
