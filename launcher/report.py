@@ -7,19 +7,20 @@ from typing import Any
 
 from launcher.errors import DlaunchError
 from launcher.progress import read_events
+from training.contract import METRICS_FILE
 
 
 def find_run_dir(run: str, runs_dir: str = "runs") -> Path:
     """RUN may be a run directory, a job name under `runs_dir`, or a spec file naming the job."""
     path = Path(run)
-    if path.is_dir() and (path / "metrics.jsonl").exists():
+    if path.is_dir() and (path / METRICS_FILE).exists():
         return path
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         from launcher.spec import load_spec
 
         return find_run_dir(load_spec(path).spec.name, runs_dir)
     candidate = Path(runs_dir) / run
-    if (candidate / "metrics.jsonl").exists():
+    if (candidate / METRICS_FILE).exists():
         return candidate
     raise DlaunchError(f"no metrics found for '{run}': pass a run directory (runs/<name>), a job name or its spec")
 
@@ -52,9 +53,9 @@ def _plot(path: Path, title: str, ylabel: str, lines: list[tuple[str, tuple[list
 
 def write_report(run_dir: Path, out_dir: Path) -> list[Path]:
     """Write loss.png, lr.png, throughput.png (and eval_metrics.png for classifiers) into `out_dir`."""
-    events = read_events(run_dir / "metrics.jsonl")
+    events = read_events(run_dir / METRICS_FILE)
     if not any(e.get("event") == "train" for e in events):
-        raise DlaunchError(f"{run_dir}/metrics.jsonl has no training steps yet")
+        raise DlaunchError(f"{run_dir}/{METRICS_FILE} has no training steps yet")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [
         _plot(out_dir / "loss.png", "loss", "loss",

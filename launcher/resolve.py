@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from launcher.spec import JobSpec
-from training.config import BatchLayout, ResolvedJob
+from training.contract import BatchLayout, ResolvedJob
 
 
 def resolve_job(spec: JobSpec, layout: BatchLayout, run_dir: str) -> ResolvedJob:

@@ -25,7 +25,7 @@ from launcher.errors import SpecError, SpecProblem
 from launcher.gpus import GPU_MEMORY_GB
 from launcher.quantity import parse_quantity
 from launcher.yamlsource import YamlDocument, parse_yaml, read_yaml_file
-from training.config import StrictModel, TrainingConfig, deepspeed_conflicts
+from training.contract import StrictModel, TrainingConfig, deepspeed_conflicts
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # A job's name becomes a Service and a RayJob name, both DNS-1035 labels (a letter first):
@@ -63,13 +63,23 @@ def _check_quantity(value: Any, what: str, maximum: float) -> Any:
 class Resources(StrictModel):
     """Per-node hardware. On the local target `gpus_per_node` is the number of worker processes."""
 
-    nodes: int = Field(default=1, ge=1, le=16_384)
-    gpus_per_node: int = Field(default=0, ge=0, le=64)
-    gpu_type: str | None = None
-    gpu_memory_gb: float | None = Field(default=None, gt=0, le=4096)
-    cpu: float | str | None = None
-    memory: str | None = None
-    shm: str = "8Gi"
+    nodes: int = Field(default=1, ge=1, le=16_384, description=(
+        "Nodes (pods) the job runs on; on the local target, torchrun agents on this machine that meet "
+        "on loopback exactly as pods would."))
+    gpus_per_node: int = Field(default=0, ge=0, le=64, description=(
+        "GPUs per node, one worker process each; `0` runs one CPU worker per node. On the local target: "
+        "worker processes per node."))
+    gpu_type: str | None = Field(default=None, description=(
+        "Device the planner budgets memory for (`H100-80GB`, `A100-40GB`, `L4`, ...; an unknown name lists "
+        "them); for any other device set `gpu_memory_gb`."))
+    gpu_memory_gb: float | None = Field(default=None, gt=0, le=4096, description=(
+        "Memory of one device in GB, for a device `gpu_type` does not name."))
+    cpu: float | str | None = Field(default=None, description=(
+        "CPU per node, a number or a quantity (`500m`); on Kubernetes both request and limit."))
+    memory: str | None = Field(default=None, description=(
+        "Memory per node, a quantity (`64Gi`); on Kubernetes both request and limit."))
+    shm: str = Field(default="8Gi", description=(
+        "Size of the memory-backed `/dev/shm` each pod gets (data loaders and NCCL use it)."))
 
     @field_validator("gpu_type")
     @classmethod
@@ -97,11 +107,15 @@ class Resources(StrictModel):
 
 
 class Toleration(StrictModel):
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds", ge=0)
+    key: str | None = Field(default=None, description=(
+        "Taint key to tolerate; unset with `operator: Exists` tolerates every taint."))
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description=(
+        "`Equal` matches the taint's `value`; `Exists` matches any value of the key."))
+    value: str | None = Field(default=None, description="Taint value to match with `operator: Equal`.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(default=None, description=(
+        "Taint effect to tolerate; unset tolerates every effect."))
+    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds", ge=0, description=(
+        "With `effect: NoExecute`, seconds a pod stays on a node after the taint appears; unset: for ever."))
 
     @model_validator(mode="after")
     def _exists_has_no_value(self) -> "Toleration":
@@ -113,8 +127,11 @@ class Toleration(StrictModel):
 class SecretRefs(StrictModel):
     """Names of existing Kubernetes Secrets. Never their contents."""
 
-    s3: str | None = None
-    wandb: str | None = None
+    s3: str | None = Field(default=None, description=(
+        "Secret with the key `credentials` (an AWS shared credentials file) and optionally `config` "
+        "(e.g. `endpoint_url`), mounted read-only for boto3."))
+    wandb: str | None = Field(default=None, description=(
+        "Secret with the key `netrc` holding the W&B API key, mounted read-only for the W&B client."))
 
     @field_validator("s3", "wandb")
     @classmethod
@@ -128,10 +145,11 @@ class NetworkPolicyConfig(StrictModel):
     """The job's NetworkPolicy: ingress only from the job's own pods (and, for Ray, the KubeRay
     operator on the dashboard port). `kubernetes.network_policy: false` turns it off."""
 
-    enabled: bool = True
-    # None: egress stays open (S3, W&B, the API server). A list of CIDRs: egress only to the job's
-    # own pods, cluster DNS and these networks.
-    egress: list[str] | None = None
+    enabled: bool = Field(default=True, description=(
+        "Render the NetworkPolicy. Only a CNI that implements NetworkPolicies (Calico, Cilium, ...) enforces it."))
+    egress: list[str] | None = Field(default=None, description=(
+        "Networks in CIDR form (`10.0.0.0/8`) the pods may reach besides the job's own pods and cluster "
+        "DNS; unset leaves egress open (S3, W&B, the API server)."))
 
     @model_validator(mode="before")
     @classmethod
@@ -152,23 +170,45 @@ class NetworkPolicyConfig(StrictModel):
 class KubernetesConfig(StrictModel):
     """Where and how pods run; only read when `target: kubernetes`."""
 
-    context: str | None = None
-    namespace: str | None = None
-    service_account: str | None = None
-    queue: str | None = None
-    priority_class: str | None = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
-    host_network: bool = False
-    labels: dict[str, str] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
-    secrets: SecretRefs = Field(default_factory=SecretRefs)
-    image_pull_secrets: list[str] = Field(default_factory=list)
-    max_restarts: int = Field(default=3, ge=0, le=1000)
-    active_deadline: int | None = Field(default=None, ge=1, le=365 * 86400)
-    ttl_after_finished: int | None = Field(default=None, ge=0, le=365 * 86400)
-    termination_grace: int = Field(default=120, ge=0, le=86400)
-    network_policy: NetworkPolicyConfig = Field(default_factory=NetworkPolicyConfig)
+    context: str | None = Field(default=None, description="kubeconfig context; unset: the current context.")
+    namespace: str | None = Field(default=None, description=(
+        "Namespace of the job's objects; unset: the context's namespace."))
+    service_account: str | None = Field(default=None, description=(
+        "ServiceAccount the pods run as (e.g. one bound to a cloud IAM role, which needs no S3 Secret); "
+        "unset: the namespace's default."))
+    queue: str | None = Field(default=None, description=(
+        "Kueue LocalQueue; the job is created suspended and starts when Kueue admits it."))
+    priority_class: str | None = Field(default=None, description="PriorityClass of the pods; it must exist.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description=(
+        "Node labels the pods must run on, e.g. `{nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}`."))
+    tolerations: list[Toleration] = Field(default_factory=list, description=(
+        "Taints the pods tolerate, as in a Pod spec: `[{key: nvidia.com/gpu, operator: Exists, "
+        "effect: NoSchedule}]`."))
+    host_network: bool = Field(default=False, description=(
+        "Run the pods in the node's network namespace (`hostNetwork`), e.g. for NCCL over the node's NICs."))
+    labels: dict[str, str] = Field(default_factory=dict, description=(
+        "Extra labels on every object and pod of the job."))
+    env: dict[str, str] = Field(default_factory=dict, description=(
+        "Plain environment variables for every worker (`NCCL_DEBUG: WARN`); names that look like secrets "
+        "are refused: name a Secret under `secrets` instead."))
+    secrets: SecretRefs = Field(default_factory=SecretRefs, description=(
+        "Names of existing Secrets, mounted as files; never their contents."))
+    image_pull_secrets: list[str] = Field(default_factory=list, description=(
+        "Secrets the kubelet pulls `image` with, for a private registry."))
+    max_restarts: int = Field(default=3, ge=0, le=1000, description=(
+        "Restarts of the whole gang after a worker fails, before the job fails (torchrun "
+        "`--max-restarts`, Ray Train `max_failures`)."))
+    active_deadline: int | None = Field(default=None, ge=1, le=365 * 86400, description=(
+        "Seconds the job may run in all before Kubernetes stops it; unset: no limit."))
+    ttl_after_finished: int | None = Field(default=None, ge=0, le=365 * 86400, description=(
+        "Seconds a finished Job and its objects are kept before Kubernetes deletes them; unset: until "
+        "`dlaunch cancel`. For Ray, how long KubeRay keeps the finished Ray cluster (unset: 600 s); the "
+        "RayJob stays until `dlaunch cancel`."))
+    termination_grace: int = Field(default=120, ge=0, le=86400, description=(
+        "Seconds a cancelled or preempted worker has to write a checkpoint before it is killed."))
+    network_policy: NetworkPolicyConfig = Field(default_factory=NetworkPolicyConfig, description=(
+        "The job's NetworkPolicy: ingress only from the job's own pods (for Ray also the KubeRay operator "
+        "on the dashboard port). `true` or `false` is short for `{enabled: ...}`."))
 
     @field_validator("namespace", "queue")
     @classmethod
@@ -219,13 +259,23 @@ class KubernetesConfig(StrictModel):
 class JobSpec(StrictModel):
     """One training job: what to run, on which backend, where, with which resources."""
 
-    name: str
-    backend: Literal["deepspeed", "ray"] = "deepspeed"
-    target: Literal["local", "kubernetes"] = "local"
-    image: str | None = None
-    resources: Resources = Field(default_factory=Resources)
-    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
-    training: TrainingConfig
+    name: str = Field(description=(
+        "DNS-1035 label (a lowercase letter first: `sft-7b`, not `7b-sft`), at most 40 characters; names "
+        "the run directory, the checkpoints and the Kubernetes objects."))
+    backend: Literal["deepspeed", "ray"] = Field(default="deepspeed", description=(
+        "`deepspeed` (torchrun agents and a DeepSpeed engine) or `ray` (a Ray Train `TorchTrainer`; on "
+        "Kubernetes a KubeRay RayJob)."))
+    target: Literal["local", "kubernetes"] = Field(default="local", description=(
+        "Where the job runs: `local` (this machine, no cluster needed) or `kubernetes`."))
+    image: str | None = Field(default=None, description=(
+        "Worker image every pod runs, `registry/repo:tag` or, pinned, `registry/repo@sha256:...`; required "
+        "for `target: kubernetes`."))
+    resources: Resources = Field(default_factory=Resources, description=(
+        "Hardware per node; on the local target, the worker processes this machine runs."))
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig, description=(
+        "Where and how pods run; read only when `target: kubernetes`."))
+    training: TrainingConfig = Field(description=(
+        "What every worker does: model, data, batch, optimization, evaluation, checkpoints, tracking."))
 
     @field_validator("name")
     @classmethod

@@ -89,6 +89,10 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+# Enough volumes for every bucket a test session creates (each needs a few).
+MAX_VOLUMES = 1000
+
+
 class SeaweedS3:
     """One SeaweedFS server (master, volume, filer, S3 gateway in one `weed mini` process).
 
@@ -140,6 +144,10 @@ class SeaweedS3:
             f"-s3.localSocket={self.data_dir / 's3.sock'}",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
             "-master.telemetry=false", "-volume.preStopSeconds=0", "-s3.autoCreateBucket=false",
+            # Every bucket is a collection of its own, with volumes of its own. Left at 0 the limit is
+            # free disk / volume size, which a nearly full disk makes smaller than one session's
+            # buckets need ("No writable volumes"); volumes are sparse files, so a fixed count is safe.
+            f"-volume.max={MAX_VOLUMES}",
         ]
 
     def env(self) -> dict[str, str]:

@@ -15,11 +15,11 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from launcher.errors import SubmitError
-from launcher.targets.kubernetes import cluster
-from launcher.targets.kubernetes.cluster import (
-    JOB, ClusterError, KubeRequestError, KubernetesBackend, RetryPolicy, submit_to_cluster, user_label_value,
-    with_namespace,
-)
+from launcher.cli.submit import submit_to_cluster
+from launcher.targets.kubernetes import kubeconfig as kube_config
+from launcher.targets.kubernetes.backend import KubernetesBackend, user_label_value
+from launcher.targets.kubernetes.client import JOB, ClusterError, KubeRequestError, RetryPolicy
+from launcher.targets.kubernetes.target import with_namespace
 from launcher.targets.kubernetes.render import plan_for_render, render
 from launcher.targets.kubernetes.status import JobState
 from tests.fake_kube.cluster_sim import JobSim
@@ -95,7 +95,7 @@ def in_a_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         (tmp_path / name).write_text(content)
     monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
     monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(tmp_path / "ca.crt"))
-    monkeypatch.setattr(cluster, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "namespace")
+    monkeypatch.setattr(kube_config, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "namespace")
 
 
 def test_in_a_pod_the_service_account_and_its_namespace_are_used(in_a_pod: None) -> None:

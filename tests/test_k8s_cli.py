@@ -176,7 +176,7 @@ def test_status_of_a_ray_job_ranks_head_then_workers(fake_kube: FakeKubeApi, kub
 @pytest.mark.parametrize("args, code, message", [
     (["--name", "nope", "-n", NAMESPACE], 1, "error: no job named 'nope' in namespace 'dlaunch': check the name, "
                                              "--namespace and --context (`dlaunch list` shows your jobs)"),
-    ([], 2, "Error: name the job: give its SPEC file or --name NAME (one of them)"),
+    ([], 2, "Error: name the job: give its NAME or SPEC file, or --name NAME (one of them)"),
 ], ids=["job-not-found", "no-job-named"])
 def test_status_errors(args: list[str], code: int, message: str, job: Submitted, run_cli: Any) -> None:
     result = run_cli("status", *args)

@@ -36,6 +36,25 @@ def test_committed_checkpoints_are_reported_to_ray_as_metrics_only(monkeypatch: 
     assert calls == [(({"step": 40, "eval_loss": 2.5},), {})]
 
 
+@pytest.mark.parametrize("worker_errors,expected", [
+    ({0: RuntimeError("collective aborted"), 1: "config"}, 78),
+    ({0: ValueError("training exited with: configuration error"), 1: RuntimeError("x")}, 1),
+], ids=["config-error-on-one-worker", "text-that-only-looks-like-one"])
+def test_ray_driver_decides_on_the_workers_exception_types(worker_errors: dict, expected: int) -> None:
+    """Ray Train v2 keeps each worker's exception object in `WorkerGroupError.worker_failures`; the
+    driver's exit code follows their types. It used to match "configuration error" in the text."""
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from training.checkpoint.errors import IncompatibleCheckpointError
+    from training.failure import decision_for_workers, exit_code
+    from training.ray_entry import failure_causes
+
+    failures = {rank: IncompatibleCheckpointError("model changed") if error == "config" else error
+                for rank, error in worker_errors.items()}
+    error = WorkerGroupError("worker failures", failures)
+    assert exit_code(decision_for_workers(failure_causes(error))) == expected
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage,precision", [(2, "fp32"), (2, "bf16")])
 def test_ray_backend_matches_deepspeed_backend_bit_for_bit(tmp_path: Path, stage: int, precision: str) -> None:

@@ -504,6 +504,19 @@ REQUIRED_ACCESS = {
     ("", "pods"): {"get", "list", "watch"},
     ("", "pods/log"): {"get", "list", "watch"},
     ("", "events"): {"get", "list", "watch"},
+    # the job's NetworkPolicy, and owner references with blockOwnerDeletion from its ConfigMap,
+    # Service and NetworkPolicy to the Job or RayJob
+    ("networking.k8s.io", "networkpolicies"): {"create", "patch", "get", "list", "delete"},
+    ("batch", "jobs/finalizers"): {"update"},
+    ("ray.io", "rayjobs/finalizers"): {"update"},
+    # what pre-flight reads: the namespace's Pod Security level, the ServiceAccount, the Secrets'
+    # keys (never their values), quotas, and Kueue's queues and workloads
+    ("", "namespaces"): {"get"},
+    ("", "serviceaccounts"): {"get"},
+    ("", "secrets"): {"get"},
+    ("", "resourcequotas"): {"list"},
+    ("kueue.x-k8s.io", "localqueues"): {"list"},
+    ("kueue.x-k8s.io", "workloads"): {"list"},
 }
 
 

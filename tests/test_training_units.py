@@ -111,7 +111,7 @@ def make_step(root: Path, step: int, content: bytes = b"weights", metric: float 
     (step_dir / "shard.pt").write_bytes(content)
     size, digest = protocol.hash_file(step_dir / "shard.pt")
     markers = {0: {"files": [{"path": "shard.pt", "size": size, "sha256": digest}], "rng": {}, "seconds": 0.0}}
-    manifest = protocol.build_manifest(step, 1, "attempt", markers, {"consumed": step}, {"metric": metric}, 0.0)
+    manifest = protocol.build_manifest(step, 1, "attempt", markers, {"sampler": {"consumed": step}}, {"metric": metric}, 0.0)
     protocol.commit(LocalStorage(), str(root), manifest)
     return step_dir
 

@@ -61,7 +61,7 @@ def test_a_fixed_layout_renders_offline_and_says_the_memory_check_was_skipped(no
     def must_not_read(uri: str) -> dict[str, Any]:
         raise AssertionError(f"render read {uri}")
 
-    no_credentials.setattr(planner, "read_pretrained_config", must_not_read)
+    no_credentials.setattr(planner.introspect, "read_pretrained_config", must_not_read)
     result = run_cli("render", str(write_spec(spec_data(micro=4))))
     assert result.code == 0, result.err
     assert "kind: Job" in result.out
@@ -109,7 +109,7 @@ def test_plan_batch_reads_nothing_when_the_layout_is_fixed(monkeypatch: pytest.M
     def unreachable(uri: str) -> dict[str, Any]:
         raise PlanError(f"unreachable {uri}")
 
-    monkeypatch.setattr(planner, "read_pretrained_config", unreachable)
+    monkeypatch.setattr(planner.introspect, "read_pretrained_config", unreachable)
     spec = JobSpec.model_validate(spec_data(micro=4))
     assert planner.plan_batch(spec) == BatchLayout(micro=4, grad_accum=4, data_parallel=16, zero_stage=3)
     with pytest.raises(PlanError, match="unreachable"):

@@ -78,13 +78,23 @@ def check_import_ref(value: str | None, what: str) -> str | None:
 class ModelConfig(StrictModel):
     """Which network to train: a built-in preset, a pretrained directory, or your own factory."""
 
-    type: Literal["causal-lm", "sequence-classification"] = "causal-lm"
-    preset: str | None = None
-    pretrained: str | None = None
-    factory: str | None = None
-    num_labels: int | None = Field(default=None, ge=2, le=100_000)
-    overrides: dict[str, Any] = Field(default_factory=dict)
-    freeze_backbone_steps: int = Field(default=0, ge=0, le=10_000_000)
+    type: Literal["causal-lm", "sequence-classification"] = Field(default="causal-lm", description=(
+        "`causal-lm` (next-token prediction) or `sequence-classification` (one class per text: a "
+        "pretrained backbone with a new head)."))
+    preset: str | None = Field(default=None, description=(
+        "Built-in architecture trained from scratch (`llama-tiny` ... `llama-7b`, `gpt2-tiny` ... "
+        "`gpt2-large`; an unknown name lists them); its vocabulary follows the tokenizer."))
+    pretrained: str | None = Field(default=None, description=(
+        "Directory with a transformers config, weights and tokenizer: a local path or `s3://`."))
+    factory: str | None = Field(default=None, description=(
+        "Your own model, `pkg.mod:fn`, called with this section and `vocab_size`; it returns a module, or "
+        "a module and its loss function."))
+    num_labels: int | None = Field(default=None, ge=2, le=100_000, description=(
+        "Number of classes; required for `sequence-classification` without a `factory`."))
+    overrides: dict[str, Any] = Field(default_factory=dict, description=(
+        "Keys overriding the model's transformers config, e.g. `{hidden_dropout_prob: 0.1}`."))
+    freeze_backbone_steps: int = Field(default=0, ge=0, le=10_000_000, description=(
+        "Train only the new head for this many first steps (the backbone at learning rate 0)."))
 
     @field_validator("preset")
     @classmethod
@@ -119,21 +129,33 @@ class ModelConfig(StrictModel):
 class AugmentConfig(StrictModel):
     """Classification only: randomly mask or delete tokens of training examples."""
 
-    mask_prob: float = Field(default=0.0, ge=0.0, le=0.5)
-    delete_prob: float = Field(default=0.0, ge=0.0, le=0.5)
+    mask_prob: float = Field(default=0.0, ge=0.0, le=0.5, description=(
+        "Probability that a token of a training example is replaced by the mask token."))
+    delete_prob: float = Field(default=0.0, ge=0.0, le=0.5, description=(
+        "Probability that a token of a training example is deleted."))
 
 
 class DataConfig(StrictModel):
     """Where the text comes from and how it is cut into sequences."""
 
-    train: str
-    validation: str | None = None
-    text_field: str = "text"
-    label_field: str = "label"
-    seq_len: int = Field(default=512, ge=8, le=1_048_576)
-    validation_fraction: float = Field(default=0.05, gt=0.0, lt=0.5)
-    tokenizer_vocab_size: int = Field(default=4096, ge=300, le=1_000_000)
-    augment: AugmentConfig | None = None
+    train: str = Field(description=(
+        "Training text: a file, directory, glob or `s3://` prefix of `.txt` (one document per paragraph) "
+        "or `.jsonl` (one record per line) files."))
+    validation: str | None = Field(default=None, description=(
+        "Validation text, in the same forms; unset: `validation_fraction` of the training documents."))
+    text_field: str = Field(default="text", description="Field of a `.jsonl` record that holds the text.")
+    label_field: str = Field(default="label", description=(
+        "Field of a `.jsonl` record that holds the class (sequence classification)."))
+    seq_len: int = Field(default=512, ge=8, le=1_048_576, description=(
+        "Tokens per sequence: causal-LM text is packed into blocks this long; longer classification "
+        "texts are cut."))
+    validation_fraction: float = Field(default=0.05, gt=0.0, lt=0.5, description=(
+        "Share of the training documents held out for validation when `validation` is unset."))
+    tokenizer_vocab_size: int = Field(default=4096, ge=300, le=1_000_000, description=(
+        "Vocabulary of the byte-level BPE tokenizer trained on the training split, for a model without "
+        "a tokenizer of its own (a `preset`)."))
+    augment: AugmentConfig | None = Field(default=None, description=(
+        "Sequence classification only: randomly mask or delete tokens of training examples."))
 
     @field_validator("train", "validation")
     @classmethod
@@ -144,8 +166,11 @@ class DataConfig(StrictModel):
 class BatchConfig(StrictModel):
     """Sequences per optimizer step; grad_accum is derived by the planner."""
 
-    global_: int = Field(alias="global", ge=1, le=100_000_000)
-    micro: int | None = Field(default=None, ge=1, le=65_536)
+    global_: int = Field(alias="global", ge=1, le=100_000_000, description=(
+        "Sequences per optimizer step, over all workers: `global = micro × grad_accum × nodes × "
+        "gpus_per_node`, with `grad_accum` derived."))
+    micro: int | None = Field(default=None, ge=1, le=65_536, description=(
+        "Sequences per device in one forward and backward pass; unset: the planner chooses it."))
 
     @model_validator(mode="after")
     def _micro_not_above_global(self) -> "BatchConfig":
@@ -155,12 +180,16 @@ class BatchConfig(StrictModel):
 
 
 class OptimizerConfig(StrictModel):
-    name: Literal["adamw"] = "adamw"
-    lr: float = Field(default=3e-4, gt=0.0, le=10.0)
-    weight_decay: float = Field(default=0.0, ge=0.0, le=10.0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(default=1e-8, gt=0.0, le=1.0)
-    grad_clip: float = Field(default=1.0, ge=0.0, le=1e6)
+    name: Literal["adamw"] = Field(default="adamw", description="The optimizer: `adamw` (decoupled weight decay).")
+    lr: float = Field(default=3e-4, gt=0.0, le=10.0, description=(
+        "Peak learning rate, reached at the end of `schedule.warmup_steps`."))
+    weight_decay: float = Field(default=0.0, ge=0.0, le=10.0, description=(
+        "Decoupled weight decay; biases and norm weights are not decayed."))
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description=(
+        "AdamW's decay rates of the first and second moment estimates, each in [0, 1)."))
+    eps: float = Field(default=1e-8, gt=0.0, le=1.0, description="AdamW's epsilon, added to the denominator.")
+    grad_clip: float = Field(default=1.0, ge=0.0, le=1e6, description=(
+        "Clip the global gradient norm to this; `0` turns clipping off."))
 
     @field_validator("betas")
     @classmethod
@@ -171,15 +200,22 @@ class OptimizerConfig(StrictModel):
 
 
 class ScheduleConfig(StrictModel):
-    warmup_steps: int = Field(default=0, ge=0, le=100_000_000)
-    decay: Literal["cosine", "linear", "constant"] = "cosine"
-    min_lr_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+    warmup_steps: int = Field(default=0, ge=0, le=100_000_000, description=(
+        "Steps of linear warmup to `optimizer.lr`; at most `max_steps`."))
+    decay: Literal["cosine", "linear", "constant"] = Field(default="cosine", description=(
+        "After warmup: `cosine` or `linear` decay to `min_lr_ratio` × lr at `max_steps`, or `constant`."))
+    min_lr_ratio: float = Field(default=0.1, ge=0.0, le=1.0, description=(
+        "Final learning rate as a fraction of `optimizer.lr` (cosine and linear decay)."))
 
 
 class ZeroConfig(StrictModel):
-    stage: int | str = 0
-    offload_optimizer: bool = False
-    offload_params: bool = False
+    stage: int | str = Field(default=0, description=(
+        "ZeRO stage: `0` (plain data parallel), `1` (optimizer states partitioned), `2` (and gradients), "
+        "`3` (and parameters), or `auto` (the planner picks the cheapest that fits device memory)."))
+    offload_optimizer: bool = Field(default=False, description=(
+        "Keep optimizer states in CPU memory and step there; stage 1, 2 or 3."))
+    offload_params: bool = Field(default=False, description=(
+        "Keep parameters in CPU memory between uses; stage 3 only."))
 
     @field_validator("stage", mode="before")
     @classmethod
@@ -200,26 +236,42 @@ class ZeroConfig(StrictModel):
 
 
 class EarlyStoppingConfig(StrictModel):
-    metric: str = "eval_loss"
-    mode: Literal["min", "max"] = "min"
-    patience: int = Field(default=5, ge=1, le=1_000_000)
-    min_delta: float = Field(default=0.0, ge=0.0)
+    metric: str = Field(default="eval_loss", description=(
+        "Evaluation metric to watch: `eval_loss`, `perplexity` (causal LM), `eval_accuracy` or "
+        "`eval_macro_f1` (classification); it also picks the best checkpoint."))
+    mode: Literal["min", "max"] = Field(default="min", description=(
+        "`min` when smaller is better (loss), `max` when larger is (accuracy, F1)."))
+    patience: int = Field(default=5, ge=1, le=1_000_000, description=(
+        "Evaluations in a row without improvement before training stops."))
+    min_delta: float = Field(default=0.0, ge=0.0, description="Smallest change that counts as an improvement.")
 
 
 class EvalConfig(StrictModel):
-    every_steps: int = Field(default=100, ge=1, le=100_000_000)
-    max_batches: int | None = Field(default=None, ge=1, le=1_000_000)
-    early_stopping: EarlyStoppingConfig | None = None
+    every_steps: int = Field(default=100, ge=1, le=100_000_000, description=(
+        "Evaluate on the validation split every this many optimizer steps."))
+    max_batches: int | None = Field(default=None, ge=1, le=1_000_000, description=(
+        "Micro-batches each worker evaluates at most; unset: the whole validation split."))
+    early_stopping: EarlyStoppingConfig | None = Field(default=None, description=(
+        "Stop when `metric` has not improved by `min_delta` for `patience` evaluations; unset: train "
+        "`max_steps`."))
 
 
 class CheckpointConfig(StrictModel):
-    uri: str = "runs"
-    every_steps: int = Field(default=500, ge=1, le=100_000_000)
-    keep_last: int = Field(default=3, ge=1, le=10_000)
-    keep_best: bool = False
-    async_: bool = Field(default=True, alias="async")
-    # An S3-compatible store (MinIO, SeaweedFS, R2...); AWS_ENDPOINT_URL in the environment works too.
-    endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
+    uri: str = Field(default="runs", description=(
+        "Where checkpoints go, under `<uri>/<name>/checkpoints/`: a local path or `s3://bucket/prefix` "
+        "(a multi-node Kubernetes job needs `s3://`, which every pod shares)."))
+    every_steps: int = Field(default=500, ge=1, le=100_000_000, description=(
+        "Save a checkpoint every this many optimizer steps; also at the end and on SIGTERM."))
+    keep_last: int = Field(default=3, ge=1, le=10_000, description=(
+        "Newest committed checkpoints to keep; older ones are deleted after each commit."))
+    keep_best: bool = Field(default=False, description=(
+        "Also keep the checkpoint with the best `eval.early_stopping.metric` (else the lowest `eval_loss`)."))
+    async_: bool = Field(default=True, alias="async", description=(
+        "Upload in the background while training goes on (saving blocks only while the state is staged "
+        "on local disk); `false` waits for each upload."))
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$", description=(
+        "Endpoint of an S3-compatible store (MinIO, SeaweedFS, R2, ...) for the job's `s3://` URIs; "
+        "`AWS_ENDPOINT_URL` in the environment works too."))
 
     @field_validator("uri")
     @classmethod
@@ -228,25 +280,34 @@ class CheckpointConfig(StrictModel):
 
 
 class WandbConfig(StrictModel):
-    project: str = "dlaunch"
-    entity: str | None = None
-    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    project: str = Field(default="dlaunch", description="W&B project of the run.")
+    entity: str | None = Field(default=None, description="W&B team or user; unset: your default entity.")
+    mode: Literal["auto", "online", "offline", "disabled"] = Field(default="auto", description=(
+        "`auto`: `online` when a key is found (`WANDB_API_KEY`, or the netrc file `NETRC` names), else "
+        "`offline`; or `disabled`."))
 
 
 class TrackingConfig(StrictModel):
-    wandb: WandbConfig | None = Field(default_factory=WandbConfig)
-    tensorboard: bool = False
+    wandb: WandbConfig | None = Field(default_factory=WandbConfig, description=(
+        "Weights & Biases on rank 0, resumed with the job; `null` turns it off."))
+    tensorboard: bool = Field(default=False, description="Also write scalars to `tensorboard/` in the run directory.")
 
 
 class DistillConfig(StrictModel):
     """Train a smaller student of `teacher` (a dlaunch checkpoint URI or a transformers directory)."""
 
-    teacher: str
-    temperature: float = Field(default=2.0, gt=0.0, le=100.0)
-    alpha: float = Field(default=0.5, ge=0.0, le=1.0)
-    student_layers: int | None = Field(default=None, ge=1, le=1000)  # default: half the teacher's
-    student_hidden: int | None = Field(default=None, ge=8, le=65536)
-    init_from_teacher: bool = True  # student layer i starts from teacher layer i * stride
+    teacher: str = Field(description=(
+        "The teacher: a dlaunch checkpoint URI or a transformers directory (a local path or `s3://`)."))
+    temperature: float = Field(default=2.0, gt=0.0, le=100.0, description=(
+        "Softmax temperature T of the distillation loss `α·T²·KL + (1−α)·task loss`."))
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0, description=(
+        "Weight α of the distillation term; `1 - α` weighs the task loss."))
+    student_layers: int | None = Field(default=None, ge=1, le=1000, description=(
+        "Layers of the student; unset: half the teacher's."))
+    student_hidden: int | None = Field(default=None, ge=8, le=65536, description=(
+        "Hidden size of the student; unset: the teacher's."))
+    init_from_teacher: bool = Field(default=True, description=(
+        "Student layer i starts from teacher layer i × stride; `false`: random initialisation."))
 
     @field_validator("teacher")
     @classmethod
@@ -255,39 +316,56 @@ class DistillConfig(StrictModel):
 
 
 class QuantizeConfig(StrictModel):
-    method: Literal["dynamic-int8"] = "dynamic-int8"
-    # Leave the N Linear layers whose lone quantization moves the validation outputs most in float
-    # (measured on `calibration_samples` validation texts after training).
-    keep_float_layers: int = Field(default=0, ge=0, le=64)
-    calibration_samples: int = Field(default=512, ge=8, le=100_000)
+    method: Literal["dynamic-int8"] = Field(default="dynamic-int8", description=(
+        "`dynamic-int8`: PyTorch's dynamic quantization (Linear weights int8 per output channel, "
+        "activations quantized per batch at run time)."))
+    keep_float_layers: int = Field(default=0, ge=0, le=64, description=(
+        "Leave in float the N Linear layers whose quantization alone moves the validation outputs most."))
+    calibration_samples: int = Field(default=512, ge=8, le=100_000, description=(
+        "Validation texts that rank the layers for `keep_float_layers`."))
 
 
 class CompressionConfig(StrictModel):
-    distill: DistillConfig | None = None
-    quantize: QuantizeConfig | None = None
-    export: list[Literal["onnx", "torchscript"]] = Field(default_factory=list)
+    distill: DistillConfig | None = Field(default=None, description=(
+        "Train a smaller student of a teacher instead of the model alone."))
+    quantize: QuantizeConfig | None = Field(default=None, description=(
+        "Quantize the trained model to int8 on rank 0 after training."))
+    export: list[Literal["onnx", "torchscript"]] = Field(default_factory=list, description=(
+        "Formats (`onnx`, `torchscript`) the trained model is exported to on rank 0 after training, each "
+        "checked against PyTorch."))
 
 
 class TrainingConfig(StrictModel):
     """Everything a worker needs to know about the model, data and optimization."""
 
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    model: ModelConfig
-    entrypoint: str | None = None
-    data: DataConfig
-    batch: BatchConfig
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    max_steps: int = Field(ge=1, le=1_000_000_000)
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
-    # Keep only each block's input and recompute the rest in backward: less memory, ~30% more compute.
-    activation_checkpointing: bool = False
-    zero: ZeroConfig = Field(default_factory=ZeroConfig)
-    deepspeed: dict[str, Any] = Field(default_factory=dict)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    compression: CompressionConfig | None = None
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description=(
+        "Seeds data order, initialisation and augmentation."))
+    model: ModelConfig = Field(description=(
+        "Which network to train: exactly one of `preset`, `pretrained` or `factory`."))
+    entrypoint: str | None = Field(default=None, description=(
+        "Your own training function, `pkg.mod:fn`, given a `TrainContext` (rank, DeepSpeed engine "
+        "factory, data, checkpoints, tracker) instead of dlaunch's loop."))
+    data: DataConfig = Field(description="Where the text comes from and how it is cut into sequences.")
+    batch: BatchConfig = Field(description="The batch size and its split over devices.")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="The AdamW optimizer.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="The learning-rate schedule.")
+    max_steps: int = Field(ge=1, le=1_000_000_000, description="Optimizer steps to train.")
+    precision: Literal["bf16", "fp16", "fp32"] = Field(default="bf16", description=(
+        "`bf16`, `fp16` (with dynamic loss scaling) or `fp32`."))
+    activation_checkpointing: bool = Field(default=False, description=(
+        "Keep only each block's input and recompute the rest in backward: less memory, about 30% more "
+        "compute (transformers models)."))
+    zero: ZeroConfig = Field(default_factory=ZeroConfig, description="DeepSpeed ZeRO partitioning and CPU offload.")
+    deepspeed: dict[str, Any] = Field(default_factory=dict, description=(
+        "Raw DeepSpeed config keys, merged last; they may not contradict the planned batch, `zero`, "
+        "`precision` or `optimizer.grad_clip` (`optimizer` and `scheduler` would have no effect and are "
+        "refused)."))
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="When and how much to evaluate; early stopping.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description=(
+        "Where and how often checkpoints are written, and which are kept."))
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Where metrics are logged.")
+    compression: CompressionConfig | None = Field(default=None, description=(
+        "Distillation, int8 quantization and export; quantization and export run on rank 0 after training."))
 
     @field_validator("entrypoint")
     @classmethod

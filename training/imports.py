@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Any
 
+from training.errors import ConfigError
+
 
 def load_object(reference: str, what: str) -> Any:
     """Import `module:attribute`; the working directory is importable, as for `python -m`."""
@@ -16,12 +18,12 @@ def load_object(reference: str, what: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"{what} '{reference}': cannot import module '{module_name}' ({exc}); "
+        raise ConfigError(f"{what} '{reference}': cannot import module '{module_name}' ({exc}); "
                          "install it in the worker image or run from the directory that contains it") from exc
     try:
         value = getattr(module, attribute)
     except AttributeError as exc:
-        raise ValueError(f"{what} '{reference}': module '{module_name}' has no attribute '{attribute}'") from exc
+        raise ConfigError(f"{what} '{reference}': module '{module_name}' has no attribute '{attribute}'") from exc
     if not callable(value):
-        raise ValueError(f"{what} '{reference}' is not callable")
+        raise ConfigError(f"{what} '{reference}' is not callable")
     return value

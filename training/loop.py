@@ -1,4 +1,14 @@
-"""The shared train / evaluate loop around an engine, with early stopping and checkpoints."""
+"""The shared train / evaluate loop around an engine, with early stopping and checkpoints.
+
+The loop costs nothing beyond the engine's own work: a step's loss and token count stay on the
+engine's device while its micro-batches run (no `.item()` per micro-batch), and one collective
+per step sums them over ranks together with the preemption vote. That collective's result is
+the step's only host synchronisation, and the loop needs it anyway to log the step.
+
+Everything the loop touches from outside comes in through the constructor: the engine, task,
+checkpoint manager, tracker, sampler and the collectives, so `tests/test_trainer_units.py` runs
+it with fakes in a single process.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +17,27 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from training.checkpoint.manager import CheckpointManager
-from training.config import EarlyStoppingConfig, ResolvedJob
+from training.checkpoint.manager import CheckpointManager, Stateful
+from training.collectives import Collectives, ProcessGroup
+from training.config import BatchLayout, EarlyStoppingConfig, ResolvedJob
 from training.data.sampler import ResumableSampler
-from training.distributed import WorkerInfo, all_reduce_sum
+from training.distributed import WorkerInfo
+from training.errors import ConfigError
 from training.tasks import Task
 from training.tracking import Tracker
+
+if TYPE_CHECKING:
+    import torch
+
+SAMPLER_STATE = "sampler"
+EARLY_STOPPING_STATE = "early_stopping"
+
+
+def build_sampler(layout: BatchLayout, seed: int, n_samples: int, worker: WorkerInfo) -> ResumableSampler:
+    """The resumable sampler from its config slice (the batch layout and seed) and this rank."""
+    return ResumableSampler(n_samples, layout.global_batch, layout.micro, worker.rank, worker.world, seed)
 
 
 @dataclass
@@ -42,6 +65,9 @@ class EarlyStopping:
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "bad_evals": self.bad_evals}
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad_evals = state["best"], int(state["bad_evals"])
+
 
 @dataclass
 class LoopState:
@@ -52,39 +78,67 @@ class LoopState:
     evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """One optimizer step, summed over ranks: mean loss, tokens, and whether any rank was stopped."""
+
+    loss: float
+    tokens: float
+    preempt_votes: float
+
+
 class Trainer:
-    """Runs `max_steps` optimizer steps of a DeepSpeed engine over packed LM blocks."""
+    """Runs `max_steps` optimizer steps of an engine over the task's training samples."""
 
     def __init__(self, job: ResolvedJob, worker: WorkerInfo, engine: Any, task: Task,
-                 checkpoints: CheckpointManager, tracker: Tracker,
+                 checkpoints: CheckpointManager, tracker: Tracker, *,
+                 collectives: Collectives | None = None, sampler: ResumableSampler | None = None,
                  on_checkpoint: Callable[[int, dict[str, Any]], None] | None = None) -> None:
         self.job, self.worker, self.engine, self.task = job, worker, engine, task
+        self.checkpoints, self.tracker = checkpoints, tracker
+        self.collectives = collectives or ProcessGroup()
+        self.sampler = sampler or build_sampler(job.layout, job.training.seed, task.train_size, worker)
         self.on_checkpoint = on_checkpoint
         self._pending: dict[int, dict[str, Any]] = {}  # saved, not yet known to be committed
-        self.checkpoints, self.tracker = checkpoints, tracker
-        layout = job.layout
-        self.sampler = ResumableSampler(task.train_size, layout.global_batch, layout.micro, worker.rank,
-                                        worker.world, job.training.seed)
         stopping = job.training.eval.early_stopping
         self.early = EarlyStopping(stopping) if stopping else None
         self.state = LoopState()
         self.extra: dict[str, Any] = {"spec_hash": job.spec_hash}
 
-    def train_step(self) -> tuple[float, float]:
-        """One optimizer step (grad_accum micro-batches): mean loss and tokens, over all ranks."""
-        self.engine.train()
-        total, tokens = 0.0, 0.0
+    @property
+    def states(self) -> dict[str, Stateful]:
+        """The components that save their own state in every checkpoint."""
+        states: dict[str, Stateful] = {SAMPLER_STATE: self.sampler}
+        if self.early is not None:
+            states[EARLY_STOPPING_STATE] = self.early
+        return states
+
+    def _micro_batches(self) -> "torch.Tensor":
+        """Forward and backward over this rank's micro-batches of the next step. Returns [mean loss,
+        tokens, 0] on the device: nothing here waits for the device."""
+        import torch
+
+        sums = torch.zeros(3, dtype=torch.float64, device=self.engine.device)
         micro_batches = self.sampler.next_step()
         for indices in micro_batches:
             batch = {k: v.to(self.engine.device) for k, v in self.task.train_batch(indices, self.state.step).items()}
             loss = self.task.loss(self.engine, batch)
             self.engine.backward(loss)
             self.engine.step()
-            total += loss.item()
+            sums[0] += loss.detach().to(torch.float64)
             mask = batch.get("attention_mask")
-            tokens += float(mask.sum().item() if mask is not None else batch["input_ids"].numel())
-        summed, all_tokens = all_reduce_sum([total / len(micro_batches), tokens])
-        return summed / self.worker.world, all_tokens
+            sums[1] += mask.sum() if mask is not None else batch["input_ids"].numel()
+        sums[0] /= len(micro_batches)
+        return sums
+
+    def train_step(self) -> StepResult:
+        """One optimizer step (grad_accum micro-batches), then the step's single collective: the
+        loss, tokens and this rank's preemption vote summed over ranks in one tensor."""
+        self.engine.train()
+        packed = self._micro_batches()
+        packed[2] = 1.0 if self.state.preempted else 0.0  # a fill on the device, no host copy
+        loss_sum, tokens, votes = self.collectives.all_reduce_sum(packed).tolist()
+        return StepResult(loss=loss_sum / self.worker.world, tokens=tokens, preempt_votes=votes)
 
     def evaluate(self) -> dict[str, float]:
         self.engine.eval()
@@ -113,15 +167,15 @@ class Trainer:
         if self.early is not None:
             metric = metrics.get(self.early.config.metric)
             if metric is None:
-                raise ValueError(f"early_stopping.metric '{self.early.config.metric}' is not one of {sorted(metrics)}")
+                raise ConfigError(f"training.eval.early_stopping.metric '{self.early.config.metric}' is not one "
+                                  f"of the task's metrics {sorted(metrics)}; name one of those")
             if self.early.update(metric):
                 self.state.stop_reason = "early_stopping"
         return metrics
 
     def save(self, metric: float | None) -> None:
-        extra = {**self.extra, "metric": metric,
-                 "early_stopping": self.early.state_dict() if self.early else None}
-        path = self.checkpoints.save(self.engine, self.state.step, self.sampler.state_dict(), extra)
+        extra = {**self.extra, "metric": metric}
+        path = self.checkpoints.save(self.engine, self.state.step, self.states, extra)
         self.tracker.log("checkpoint", step=self.state.step, path=str(path))
         self._pending[self.state.step] = {**extra, "path": str(path)}
         self.report_committed(self.checkpoints.last_outcome)
@@ -136,21 +190,16 @@ class Trainer:
             self.on_checkpoint(outcome.step, extra)
 
     def resume(self) -> None:
-        """Continue from the newest verified checkpoint, if there is one."""
-        from training.distributed import broadcast_object
-
+        """Continue from the newest verified checkpoint, if there is one; rank 0 chooses it."""
         found = self.checkpoints.latest() if self.worker.is_main else None
-        found = broadcast_object(found)
+        found = self.collectives.broadcast_object(found)
         if found is None:
             return
         if found.manifest.get("world_size") != self.worker.world:
-            raise ValueError(f"checkpoint {found.path} was written by {found.manifest.get('world_size')} workers, "
-                             f"this job has {self.worker.world}; resume with the same resources")
-        self.sampler.load_state_dict(self.checkpoints.load(self.engine, found))
+            raise ConfigError(f"checkpoint {found.path} was written by {found.manifest.get('world_size')} workers, "
+                              f"this job has {self.worker.world}; resume with the same resources")
+        self.checkpoints.load(self.engine, found, self.states)
         self.state.step = found.step
-        if self.early and found.manifest.get("early_stopping"):
-            self.early.best = found.manifest["early_stopping"]["best"]
-            self.early.bad_evals = found.manifest["early_stopping"]["bad_evals"]
         self.tracker.log("resume", step=found.step, path=str(found.path))
 
     def _install_sigterm(self) -> None:
@@ -162,9 +211,9 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, on_sigterm)
 
-    def _preemption_agreed(self) -> bool:
-        (votes,) = all_reduce_sum([1.0 if self.state.preempted else 0.0])
-        return votes > 0
+    def _log_step(self, result: StepResult, elapsed: float) -> None:
+        self.tracker.log("train", step=self.state.step, loss=result.loss, lr=max(self.engine.get_lr()),
+                         tokens_per_s=result.tokens / elapsed, step_s=elapsed, max_steps=self.job.training.max_steps)
 
     def run(self) -> LoopState:
         """Train to max_steps (or early stop / preemption); evaluate at start and end."""
@@ -173,16 +222,14 @@ class Trainer:
         metrics = self._record_eval()
         while self.state.step < t.max_steps and self.state.stop_reason is None:
             started = time.perf_counter()
-            loss, tokens = self.train_step()
+            result = self.train_step()
             self.state.step += 1
-            elapsed = time.perf_counter() - started
-            self.tracker.log("train", step=self.state.step, loss=loss, lr=max(self.engine.get_lr()),
-                             tokens_per_s=tokens / elapsed, step_s=elapsed, max_steps=t.max_steps)
+            self._log_step(result, time.perf_counter() - started)
             last = self.state.step == t.max_steps
             if self.state.step % t.eval.every_steps == 0 or last:
                 metrics = self._record_eval()
-            if self._preemption_agreed():
+            if result.preempt_votes > 0:
                 self.state.stop_reason = "preempted"
-            if (self.state.step % t.checkpoint.every_steps == 0 or last or self.state.stop_reason):
+            if self.state.step % t.checkpoint.every_steps == 0 or last or self.state.stop_reason:
                 self.save(metrics.get(self.watched_metric[0]))
         return self.state

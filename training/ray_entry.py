@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from training import exitcodes
+from training.failure import decision_for_workers, exit_code
 
 log = logging.getLogger("training.ray_entry")
 
@@ -33,6 +34,16 @@ def start_ray(world_size: int) -> None:
     else:
         ray.init(num_cpus=world_size + 1, include_dashboard=False, log_to_driver=True, runtime_env=runtime_env,
                  configure_logging=False, _temp_dir=os.environ.get("DLAUNCH_RAY_TMP"))
+
+
+def failure_causes(error: BaseException) -> list[BaseException]:
+    """The exceptions behind a Ray Train failure: each worker's own exception object (Ray Train v2
+    `WorkerGroupError.worker_failures`), or the controller's (`ControllerError.controller_failure`)."""
+    workers = getattr(error, "worker_failures", None)
+    if workers:
+        return list(workers.values())
+    controller = getattr(error, "controller_failure", None)
+    return [controller] if isinstance(controller, BaseException) else [error]
 
 
 def stop_on_sigterm() -> None:
@@ -68,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.PREEMPTED
     except ray.train.TrainingFailedError as exc:
         log.error("Ray Train failed: %s", exc)
-        return exitcodes.CONFIG_ERROR if "configuration error" in str(exc) else 1
+        return exit_code(decision_for_workers(failure_causes(exc)))
     finally:
         ray.shutdown()
 

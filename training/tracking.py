@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.config import WandbConfig
+from training.config import TrackingConfig, WandbConfig
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -32,37 +32,43 @@ def wandb_mode(config: WandbConfig) -> str:
 
 
 class Tracker:
-    """Log events to `<run_dir>/metrics.jsonl`, stdout and (optionally) Weights & Biases."""
+    """Log events to `<run_dir>/metrics.jsonl`, stdout and (optionally) Weights & Biases.
 
-    def __init__(self, run_dir: str, enabled: bool) -> None:
+    Built from its own config slice (`training.tracking`) and the runtime facts it needs; only
+    the main rank's tracker is enabled."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool, config: TrackingConfig | None = None) -> None:
         self.enabled = enabled
-        self.path = Path(run_dir) / METRICS_FILE
+        self.config = config or TrackingConfig(wandb=None)
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / METRICS_FILE
         self._wandb: Any = None
         self._tensorboard: Any = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def start_wandb(self, config: WandbConfig | None, name: str, run_id: str | None,
-                    job_config: dict[str, Any], run_dir: str, tensorboard: bool = False) -> str | None:
-        """Start (or resume, given `run_id`) the W&B run; returns its id to store with checkpoints.
-        With `tensorboard`, scalars also go to `<run_dir>/tensorboard/`."""
-        if self.enabled and tensorboard:
+    def start(self, name: str, run_id: str | None, job_config: dict[str, Any]) -> str | None:
+        """Start (or resume, given `run_id`) the W&B run and TensorBoard as the config asks;
+        returns the W&B run id to store with checkpoints."""
+        if self.enabled and self.config.tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tensorboard = SummaryWriter(logdir=str(Path(run_dir) / "tensorboard"))
-        if not self.enabled or config is None or wandb_mode(config) == "disabled":
+            self._tensorboard = SummaryWriter(logdir=str(self.run_dir / "tensorboard"))
+        wandb_config = self.config.wandb
+        if not self.enabled or wandb_config is None or wandb_mode(wandb_config) == "disabled":
             return None
         import wandb
 
         run = wandb.init(
-            project=config.project, entity=config.entity, mode=wandb_mode(config), dir=run_dir,
-            name=name, id=run_id, resume="allow", config=job_config,
+            project=wandb_config.project, entity=wandb_config.entity, mode=wandb_mode(wandb_config),
+            dir=str(self.run_dir), name=name, id=run_id, resume="allow", config=job_config,
             settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
         )
         self._wandb = run
         return run.id
 
     def log(self, event: str, **fields: Any) -> None:
+        """Append one event; numeric fields of events with a step also go to W&B / TensorBoard."""
         if not self.enabled:
             return
         record = {"event": event, "time": round(time.time(), 3), **fields}

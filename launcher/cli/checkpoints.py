@@ -33,8 +33,7 @@ def command(spec_file: str, output: str) -> None:
 
 def job_checkpoints(base_uri: str, job: str, endpoint_url: str | None) -> tuple[str, list[dict[str, Any]]]:
     """The job's checkpoint root and one row per committed checkpoint; storage errors become `DlaunchError`."""
-    from training.checkpoint.errors import CheckpointError
-    from training.checkpoint.manager import checkpoints_uri, list_committed
+    from training.contract import CheckpointError, checkpoints_uri, list_committed
 
     base = base_uri if "://" in base_uri else os.path.abspath(base_uri)  # as the local target resolves it
     uri = checkpoints_uri(base, job)

@@ -1,4 +1,5 @@
-"""`dlaunch export`: a committed checkpoint as ONNX or TorchScript, optionally int8, verified."""
+"""`dlaunch export`: a committed checkpoint as ONNX or TorchScript (optionally int8) or a Hugging Face
+directory, verified against the checkpoint's model."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import click
 
 @click.command("export")
 @click.argument("checkpoint_uri")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), required=True)
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "hf"]), required=True,
+              help="hf: a save_pretrained directory (config, safetensors, tokenizer) for from_pretrained.")
 @click.option("--quantize", type=click.Choice(["int8"]), help="Dynamic int8 quantization of Linear layers and embeddings.")
 @click.option("--keep-float-layers", type=click.IntRange(min=0), default=0, show_default=True,
               help="With --quantize: leave the N Linear layers whose lone quantization changes the outputs on "
@@ -25,19 +27,27 @@ def command(checkpoint_uri: str, fmt: str, quantize: str | None, keep_float_laye
     """Export CHECKPOINT_URI (<uri>/<job>/checkpoints for the newest, or .../step-<N>) and check the result
     against PyTorch (logits within 1e-4; int8 ONNX: prediction agreement)."""
     from launcher.errors import DlaunchError
-    from training.compress.pipeline import example_inputs, export_model, float_layers_to_keep
+    from training.compress.export import ExportError
+    from training.compress.pipeline import example_inputs, export_hf_directory, export_model, float_layers_to_keep
     from training.data.sources import read_documents
     from training.models.restore import load_trained_model
 
     out = Path(output)
     if out.exists() and out.is_file():
         raise DlaunchError(f"{output} exists; choose another path (exports never overwrite)")
+    if fmt == "hf" and quantize:
+        raise click.UsageError("--format hf writes the fp32 model; export int8 as onnx or torchscript")
     if keep_float_layers and (quantize != "int8" or not calibration):
-        raise DlaunchError("--keep-float-layers needs --quantize int8 and --calibration DATA (held-out texts to "
+        raise click.UsageError("--keep-float-layers needs --quantize int8 and --calibration DATA (held-out texts to "
                            "rank the layers on)")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             trained = load_trained_model(checkpoint_uri, Path(tmp), endpoint_url)
+            if fmt == "hf":
+                result = export_hf_directory(trained, out)
+                click.echo(f"wrote {out}/ (step {trained.step}, Hugging Face); reloaded with from_pretrained: "
+                           f"max |logits - checkpoint| = {result.max_abs_diff:.2e}")
+                return
             inputs = example_inputs(trained.tokenizer, trained.info)
             keep_float: list[str] = []
             if keep_float_layers:
@@ -45,7 +55,7 @@ def command(checkpoint_uri: str, fmt: str, quantize: str | None, keep_float_laye
                 keep_float = float_layers_to_keep(trained, texts, keep_float_layers)
                 click.echo(f"kept float (most sensitive on {len(texts)} calibration texts): {', '.join(keep_float)}")
             result = export_model(trained.model, inputs, fmt, out, quantize == "int8", keep_float)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ExportError) as exc:
         raise DlaunchError(f"cannot export {checkpoint_uri}: {exc}") from exc
     check = (f"max |logits - PyTorch| = {result.max_abs_diff:.2e}" if result.max_abs_diff is not None
              else f"predictions agree with PyTorch int8 on {result.agreement:.1%} of the check batch")

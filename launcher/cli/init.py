@@ -1,4 +1,9 @@
-"""`dlaunch init`: write a commented starter spec that runs as is on this machine."""
+"""`dlaunch init`: write a commented starter spec that runs as is on this machine.
+
+The values come from `launcher/templates/starter.yaml`; the comment above each key is the
+key's description on the spec's models (`launcher.spec_docs.annotate`), the same text as
+README's spec table, so the starter cannot drift from the spec.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 import click
 
 from launcher.errors import DlaunchError
+from launcher.spec_docs import annotate
 
 
 @click.command("init")
@@ -18,9 +24,15 @@ def command(path: str, force: bool) -> None:
     target = Path(path)
     if target.exists() and not force:
         raise DlaunchError(f"{path} already exists; pass --force to overwrite it or choose another path")
-    text = resources.files("launcher").joinpath("templates/starter.yaml").read_text(encoding="utf-8")
+    text = starter_text()
     try:
         target.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise DlaunchError(f"cannot write {path}: {exc.strerror}") from exc
     click.echo(f"wrote {path}; next: dlaunch validate {path} && dlaunch submit {path}")
+
+
+def starter_text() -> str:
+    """The starter spec: the template's values with every key's description above it."""
+    template = resources.files("launcher").joinpath("templates/starter.yaml").read_text(encoding="utf-8")
+    return annotate(template)

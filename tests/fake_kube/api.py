@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import yaml
 
+from tests.fake_kube.jobs import default_job, invalid_message, job_spec_errors
 from tests.fake_kube.selectors import SelectorError, field_selector, label_selector
 from tests.fake_kube.store import (
     BUILTIN_TYPES, OPTIONAL_TYPES, Key, LogLine, Obj, ResourceType, Store, key_of, now_rfc3339,
@@ -119,6 +120,10 @@ class FakeApi:
     denied: list[AccessRule] = field(default_factory=list)
     types: list[ResourceType] = field(default_factory=lambda: [*BUILTIN_TYPES, *OPTIONAL_TYPES])
     git_version: str = "v1.31.0-fake"
+    # Every authorization decision taken for the user (requests, access reviews, admission checks).
+    authorizations: list[dict[str, Any]] = field(default_factory=list)
+    # The OwnerReferencesPermissionEnforcement admission plugin (on in OpenShift, off by default elsewhere).
+    owner_references_enforced: bool = False
 
     # ----- routing -------------------------------------------------------------------------
     def find_type(self, group: str, version: str, plural: str) -> ResourceType | None:
@@ -165,15 +170,21 @@ class FakeApi:
             raise ApiError(401, "Unauthorized")
 
     def allowed(self, attrs: dict[str, Any]) -> bool:
+        """Whether the user may do what `attrs` (verb, group, resource, subresource, namespace) says; logged."""
+        with self.store.cond:
+            self.authorizations.append(dict(attrs))
         return not any(rule.matches(attrs) for rule in self.denied)
 
     def authorize(self, request: Request, route: Route) -> None:
-        """403 for a verb a test has denied, worded like the API server's RBAC refusals."""
+        """403 for a verb a test has denied, worded like the API server's RBAC refusals. A Namespace is
+        authorized in its own namespace (apiserver's RequestInfoFactory reads `/namespaces/NAME` so), which
+        is how a namespaced Role can grant `get` on it."""
         if route.rtype.plural in ("selfsubjectaccessreviews", "selfsubjectreviews"):
             return
         verb = VERBS.get(request.method) or ("get" if route.name else "watch" if request.watch else "list")
+        namespace = route.name if route.rtype.plural == "namespaces" and route.name else route.namespace
         attrs = {"verb": verb, "resource": route.rtype.plural, "group": route.rtype.group,
-                 "subresource": route.subresource or "", "namespace": route.namespace}
+                 "subresource": route.subresource or "", "namespace": namespace}
         if self.allowed(attrs):
             return
         sub = f"/{route.subresource}" if route.subresource else ""
@@ -309,9 +320,44 @@ class FakeApi:
         if self.store.get(key) is not None:
             raise ApiError(409, f'{resource_label(route.rtype)} "{name}" already exists')
         body.setdefault("metadata", {})["namespace"] = route.namespace
+        self.admit(route, body, None)
         if request.query.get("dryRun") == "All":
             return Response(201, body)
         return Response(201, self.store.create(key, body))
+
+    def admit(self, route: Route, obj: Obj, old: Obj | None) -> None:
+        """What the API server does to an object before storing it, as far as the fake models it: the
+        OwnerReferencesPermissionEnforcement plugin (when on), then a Job's defaults and validation."""
+        if self.owner_references_enforced:
+            self.check_owner_references(route, obj, old)
+        if (route.rtype.group, route.rtype.kind) == ("batch", "Job"):
+            default_job(obj)
+            errors = job_spec_errors(obj.get("spec") or {})
+            if errors:
+                raise ApiError(422, invalid_message("Job.batch", obj["metadata"].get("name", ""), errors))
+
+    def check_owner_references(self, route: Route, obj: Obj, old: Obj | None) -> None:
+        """kubernetes plugin/pkg/admission/gc/gc_admission.go `Admit`: changing ownerReferences needs
+        `delete` on the object; a new blockOwnerDeletion reference needs `update` on the owner's
+        `finalizers` subresource. Refusals are 403s in the plugin's words."""
+        refs = obj.get("metadata", {}).get("ownerReferences") or []
+        old_refs = {ref.get("uid"): ref for ref in ((old or {}).get("metadata", {}).get("ownerReferences") or [])}
+        if refs == list(old_refs.values()):
+            return
+        target = f'{resource_label(route.rtype)} "{obj["metadata"].get("name")}" is forbidden'
+        attrs = {"verb": "delete", "resource": route.rtype.plural, "group": route.rtype.group, "subresource": "",
+                 "namespace": route.namespace}
+        if not self.allowed(attrs):
+            raise ApiError(403, f"{target}: cannot set an ownerRef on a resource you can't delete: , <nil>")
+        for ref in refs:
+            if not ref.get("blockOwnerDeletion") or (old_refs.get(ref.get("uid")) or {}).get("blockOwnerDeletion"):
+                continue
+            owner = self.type_of(ref["apiVersion"], ref["kind"])
+            attrs = {"verb": "update", "resource": owner.plural, "group": owner.group, "subresource": "finalizers",
+                     "namespace": route.namespace}
+            if not self.allowed(attrs):
+                raise ApiError(403, f"{target}: cannot set blockOwnerDeletion if an ownerReference refers to a "
+                                    "resource you can't set finalizers on: , <nil>")
 
     def access_review(self, body: Obj) -> Obj:
         """Answer a SelfSubjectAccessReview from the denied rules."""
@@ -339,8 +385,10 @@ class FakeApi:
         applied.setdefault("metadata", {})["managedFields"] = [
             {"manager": manager, "operation": "Apply", "apiVersion": route.rtype.api_version, "time": now_rfc3339()}]
         if existing is None:
+            self.admit(route, applied, None)
             return Response(201, applied if dry_run else self.store.create(key, applied))
         merged = merge_applied(existing, applied)
+        self.admit(route, merged, existing)
         if route.rtype.kind == "Job":
             check_job_immutable(existing, merged, route.name or "")
         if dry_run or same_object(existing, merged):

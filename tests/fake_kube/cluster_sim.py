@@ -8,6 +8,13 @@ Events, status and container logs into the fake's store.
 Pods are created through `admit_pod`, the API server's admission of a pod as far as dlaunch's
 jobs meet it: a refused pod becomes the creating controller's Warning event, as on a real
 cluster, where nobody sees it unless they look (see `admit_pod` and `JobSim.start`).
+
+`JobSim.fail` and `JobSim.succeed` end a pod and let the Job controller decide, as the real one
+does, from the Job's stored spec (`jobs.py` cites the upstream functions): the pod failure
+policy (FailJob ends the Job with reason PodFailurePolicy, Ignore replaces the pod without
+counting), the per-index limits (`backoffLimitPerIndex`, `maxFailedIndexes`: reason
+MaxFailedIndexesExceeded), the job-wide `backoffLimit`, and the two-step end (FailureTarget
+while the other pods terminate, then Failed).
 """
 
 from __future__ import annotations
@@ -19,6 +26,10 @@ from typing import Any
 
 from launcher.quantity import parse_quantity
 from launcher.targets.kubernetes.pods import COMPLETION_INDEX_LABEL
+from tests.fake_kube.jobs import (
+    FAILURE_COUNT_ANNOTATION, IGNORED_FAILURE_COUNT_ANNOTATION, default_job, finished_condition, index_failed,
+    indexes_text, match_pod_failure_policy, parse_indexes, replacement_backoff_s, replacement_counts,
+)
 from tests.fake_kube.server import FakeKubeApi
 
 Obj = dict[str, Any]
@@ -180,12 +191,29 @@ def unschedulable(message: str) -> list[Obj]:
     return [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]
 
 
+# What the Job controller reports once every index succeeded (job_controller.go newSuccessCondition).
+COMPLETIONS_REACHED = ("CompletionsReached", "Reached expected number of succeeded pods")
+
+
+def condition(kind: str, reason: str, message: str) -> Obj:
+    return {"type": kind, "status": "True", "reason": reason, "message": message, "lastProbeTime": now(),
+            "lastTransitionTime": now()}
+
+
 class JobSim:
-    """The Job controller and kubelet for one dlaunch Indexed Job in the fake."""
+    """The Job controller and kubelet for one dlaunch Indexed Job in the fake.
+
+    `pod`, `set_status` and `finish` write what a test scripts; `fail`, `succeed` and `settle`
+    play the controller's decisions (see the module docstring).
+    """
 
     def __init__(self, fake: FakeKubeApi, namespace: str, name: str) -> None:
         self.fake, self.namespace, self.name = fake, namespace, name
         self.generation: dict[int, int] = {}
+        # (counted, ignored) failures of each index so far: the annotations on its next pod.
+        self.failure_counts: dict[int, tuple[int, int]] = {}
+        # How long the controller held back each index's latest replacement, in seconds.
+        self.replacement_delays: dict[int, int] = {}
 
     def job(self) -> Obj:
         found = self.fake.get("batch/v1", "Job", self.name, self.namespace)
@@ -218,17 +246,129 @@ class JobSim:
         return self.fake.add({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": self.pod_name(index), "namespace": self.namespace, "labels": labels,
-                         "annotations": {COMPLETION_INDEX_LABEL: str(index)},
+                         "annotations": {COMPLETION_INDEX_LABEL: str(index), **self.count_annotations(job, index)},
                          "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": self.name,
                                               "uid": job["metadata"]["uid"], "controller": True}]},
             "spec": spec,
             "status": {"phase": phase, "conditions": conditions or [], "containerStatuses": [status]},
         })
 
+    def count_annotations(self, job: Obj, index: int) -> dict[str, str]:
+        """addIndexFailureCountAnnotation: under per-index limits every pod carries its index's failures."""
+        if "backoffLimitPerIndex" not in job["spec"]:
+            return {}
+        counted, ignored = self.failure_counts.get(index, (0, 0))
+        return {FAILURE_COUNT_ANNOTATION: str(counted), **({IGNORED_FAILURE_COUNT_ANNOTATION: str(ignored)}
+                                                            if ignored else {})}
+
     def set_status(self, **status: Any) -> Obj:
         job = self.job()
         job["status"] = {**job.get("status", {}), **status}
         return self.fake.add(job)
+
+    # ----- the Job controller's decisions ----------------------------------------------------------
+    def job_pods(self) -> list[Obj]:
+        return [p for p in self.fake.objects("v1", "Pod", self.namespace)
+                if (p["metadata"].get("labels") or {}).get("job-name") == self.name]
+
+    def pod_counts(self) -> dict[str, int]:
+        """status.active, ready and terminating (pods being deleted that have not ended)."""
+        live = [p for p in self.job_pods() if p["status"].get("phase") not in ("Succeeded", "Failed")]
+        active = [p for p in live if not p["metadata"].get("deletionTimestamp")]
+        return {"active": len(active), "ready": sum(p["status"].get("phase") == "Running" for p in active),
+                "terminating": len(live) - len(active)}
+
+    def end_pod(self, index: int, exit_code: int, disruption: str | None = None) -> Obj:
+        """The kubelet ends rank `index`'s container with `exit_code`. A `disruption` (the reason: e.g.
+        PreemptionByScheduler, TerminationByKubelet, EvictionByEvictionAPI) first puts the DisruptionTarget
+        condition on the pod, as the scheduler, kubelet or eviction API do before killing it."""
+        current = self.fake.get("v1", "Pod", self.pod_name(index), self.namespace)
+        assert current is not None, f"rank {index} has no pod"
+        conditions = [{"type": "Ready", "status": "False", "reason": "PodCompleted" if not exit_code else "PodFailed"}]
+        if disruption:
+            conditions.append({"type": "DisruptionTarget", "status": "True", "reason": disruption,
+                               "message": f"{disruption}: the pod is being stopped"})
+        restarts = int((current["status"].get("containerStatuses") or [{}])[0].get("restartCount") or 0)
+        return self.pod(index, phase="Failed" if exit_code else "Succeeded", restarts=restarts, conditions=conditions,
+                        state=terminated(exit_code, "Error" if exit_code else "Completed"),
+                        node_name=current["spec"].get("nodeName"))
+
+    def fail(self, index: int, exit_code: int, *, disruption: str | None = None, settle: bool = True) -> Obj:
+        """Rank `index` fails with `exit_code` and the controller acts (syncJob): the Job ends (see
+        `end_job`), or the index is lost, or its pod is replaced. Returns the Job."""
+        pod = self.end_pod(index, exit_code, disruption)
+        job = self.job()
+        spec, status = job["spec"], job.get("status") or {}
+        message, counted, _ = match_pod_failure_policy(spec.get("podFailurePolicy"), pod)
+        per_index = "backoffLimitPerIndex" in spec
+        failed_indexes = parse_indexes(status.get("failedIndexes")) | (
+            {index} if per_index and index_failed(spec, pod) else set())
+        updates: dict[str, Any] = {"failed": int(status.get("failed") or 0) + counted}
+        if per_index:
+            updates["failedIndexes"] = indexes_text(failed_indexes)
+        ending = finished_condition(spec, message, updates["failed"], failed_indexes,
+                                    parse_indexes(status.get("completedIndexes")))
+        if ending is not None:
+            return self.end_job(ending, updates, settle)
+        if index not in failed_indexes:
+            self.replace(index, spec, pod)
+        return self.set_status(**updates, **self.pod_counts())
+
+    def replace(self, index: int, spec: Obj, failed_pod: Obj) -> Obj:
+        """The index's next pod, once the failed one has ended (podReplacementPolicy Failed), carrying the
+        index's failure counts (getNewIndexFailureCounts). The controller holds it back for
+        `replacement_backoff_s` (recorded in `replacement_delays`); the simulation does not wait."""
+        if "backoffLimitPerIndex" in spec:
+            self.failure_counts[index] = replacement_counts(spec, failed_pod)
+            self.replacement_delays[index] = replacement_backoff_s(failed_pod)
+        return self.pod(index, replace=True, node_name=failed_pod["spec"].get("nodeName"))
+
+    def succeed(self, index: int) -> Obj:
+        """Rank `index` exits 0: its index completes; the Job ends once every index is done (Complete
+        after SuccessCriteriaMet, or Failed when some failed). Returns the Job."""
+        self.end_pod(index, 0)
+        job = self.job()
+        spec, status = job["spec"], job.get("status") or {}
+        completed = parse_indexes(status.get("completedIndexes")) | {index}
+        updates = {"completedIndexes": indexes_text(completed), "succeeded": len(completed)}
+        ending = finished_condition(spec, None, int(status.get("failed") or 0),
+                                    parse_indexes(status.get("failedIndexes")), completed)
+        if ending is not None:
+            return self.end_job(ending, updates, settle=True)
+        counts = self.pod_counts()
+        if len(completed) < int(spec["completions"]) or counts["active"]:
+            return self.set_status(**updates, **counts)
+        done = [condition("SuccessCriteriaMet", *COMPLETIONS_REACHED), condition("Complete", *COMPLETIONS_REACHED)]
+        return self.set_status(**updates, **counts, conditions=[*(status.get("conditions") or []), *done],
+                               completionTime=now())
+
+    def end_job(self, ending: tuple[str, str], updates: dict[str, Any], settle: bool) -> Obj:
+        """The controller deletes the Job's other pods (deleteActivePods: they terminate within their
+        grace period, counted as failed) and records FailureTarget; `settle` lets them finish."""
+        grace = self.job()["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+        stopping = [p for p in self.job_pods() if p["status"].get("phase") not in ("Succeeded", "Failed")]
+        for pod in stopping:
+            pod["metadata"].update(deletionTimestamp=now(), deletionGracePeriodSeconds=grace)
+            self.fake.add(pod)
+        status = self.job().get("status") or {}
+        conditions = [*(status.get("conditions") or []), condition("FailureTarget", *ending)]
+        updates["failed"] = int(updates.get("failed", status.get("failed") or 0)) + len(stopping)
+        self.set_status(**updates, **self.pod_counts(), conditions=conditions)
+        return self.settle() if settle else self.job()
+
+    def settle(self) -> Obj:
+        """The deleted pods end and leave the API; the controller then turns FailureTarget into Failed
+        (enactJobFinished) and records a Warning event with its reason (recordJobFinished)."""
+        for pod in self.job_pods():
+            if pod["metadata"].get("deletionTimestamp"):
+                self.fake.remove("v1", "Pod", pod["metadata"]["name"], self.namespace)
+        job = self.job()
+        conditions = job.get("status", {}).get("conditions") or []
+        target = next(c for c in conditions if c["type"] == "FailureTarget")
+        self.set_status(**self.pod_counts(), conditions=[*conditions, condition("Failed", target["reason"],
+                                                                                target["message"])])
+        warning_event(self.fake, job, target["reason"], target["message"], "job-controller")
+        return self.job()
 
     def start(self) -> bool:
         """Create every index's pod and run it, the Job counting them ready; False if admission refused one.
@@ -258,7 +398,9 @@ class JobSim:
 
     def finish(self, succeeded: bool, reason: str = "BackoffLimitExceeded",
                message: str = "Job has reached the specified backoff limit") -> None:
-        """Every pod terminated, then the Job's Complete (or Failed) condition."""
+        """A scripted end: every pod terminated, then the Job's Complete (or Failed) condition with the
+        reason given. The default reason is what a Job without per-index limits gets; what the
+        controller decides for the Job's own spec comes from `fail` and `succeed`."""
         nodes = self.job()["spec"]["completions"]
         for index in range(nodes):
             code = 0 if succeeded else 1
@@ -351,14 +493,17 @@ class RaySim:
         return True
 
     def submitter_job(self, rayjob: Obj) -> Obj:
+        """KubeRay's submitter Job (rayjob_controller.go createNewK8sJob): `backoffLimit` 2 unless the
+        RayJob's `submitterConfig.backoffLimit` says otherwise, defaulted by the API server as any Job."""
         template = rayjob["spec"]["submitterPodTemplate"]
         template = {**template, "metadata": {"labels": {**template["metadata"].get("labels", {}),
                                                         **self.kuberay_labels()}}}
-        return self.fake.add({
+        limit = (rayjob["spec"].get("submitterConfig") or {}).get("backoffLimit", 2)
+        return self.fake.add(default_job({
             "apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": self.name, "namespace": self.namespace, "labels": self.kuberay_labels(),
                          "ownerReferences": [controller_ref(rayjob)]},
-            "spec": {"backoffLimit": 2, "template": template}})
+            "spec": {"backoffLimit": limit, "template": template}}))
 
     def driver_pod(self, submitter: Obj) -> Obj:
         labels = {"batch.kubernetes.io/job-name": self.name, "job-name": self.name,

@@ -96,12 +96,14 @@ class BucketsInDirectory(LocalStorage):
 
 @pytest.fixture
 def buckets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where s3:// checkpoints live for the launcher in this test: tmp_path/s3/<bucket>/<key>."""
+    """Where s3:// checkpoints live for the launcher in this test: tmp_path/s3/<bucket>/<key>; a spec
+    that names an S3 `endpoint_url` (a test's S3 server) is read from there instead."""
     root = tmp_path / "s3"
     original = storage.storage_for
 
     def storage_for(uri: str, **options: Any) -> Storage:
-        return BucketsInDirectory(root) if uri.startswith("s3://") else original(uri, **options)
+        in_directory = uri.startswith("s3://") and not options.get("endpoint_url")
+        return BucketsInDirectory(root) if in_directory else original(uri, **options)
     monkeypatch.setattr(storage, "storage_for", storage_for)
     return root
 

@@ -27,15 +27,24 @@ What it models (what dlaunch uses):
   second, living owner stays. `FakeKubeApi.delete` does the same for the simulated controllers
   (the TTL-after-finished controller deletes a finished Job with Foreground propagation);
 - bearer-token authentication (401), RBAC refusals (403) and SelfSubjectAccessReview answers
-  from the same deny rules, SelfSubjectReview (who am I);
+  from the same deny rules, SelfSubjectReview (who am I), and a log of every authorization
+  decision (`authorizations`: requests, access reviews, admission checks), a Namespace being
+  authorized in its own namespace as the real RequestInfoFactory does;
+- a Job's defaults and validation on create and apply, dry runs included (`jobs.py`:
+  SetDefaults_Job, e.g. `backoffLimit` 2147483647 under `backoffLimitPerIndex`, else 6; and
+  validateJobSpec / validatePodFailurePolicy, refused with their 422 text);
+- the OwnerReferencesPermissionEnforcement admission plugin, off unless a test turns it on
+  (`enforce_owner_references`: OpenShift enables it): setting a blockOwnerDeletion owner
+  reference needs `update` on the owner's `finalizers` subresource (plugin/pkg/admission/gc);
 - fault injection: any status (403, 404, 409, 410, 422, 429 with Retry-After, 500, ...) or a
   dropped connection for the next N requests matching a method and path; dropping every open
   watch and log stream; and a log of every request, to count what a command sends.
 
 What it does NOT model: controllers of any kind (no Job controller, scheduler, kubelet, KubeRay
-or Kueue: tests write Pods, Events and status themselves, or play the Job controller with its
-pod admission and KubeRay with `cluster_sim.JobSim` and `RaySim`); defaulting, admission, and schema
-validation (any JSON is stored as sent, except the checks named above); field ownership and
+or Kueue: tests write Pods, Events and status themselves, or play the Job controller (its pod
+admission, pod failure policy and per-index backoff) and KubeRay with `cluster_sim.JobSim` and
+`RaySim`); defaulting, admission and schema validation of other kinds (their JSON is stored as
+sent, except the checks named above); field ownership and
 apply conflicts between managers (labels and annotations are merged, every other field is
 replaced by the applied configuration, and 409 Conflict only comes from fault injection);
 strategic-merge, JSON and merge patches (415), PUT, deletecollection, subresources other than
@@ -346,6 +355,16 @@ class FakeKubeApi:
              namespace: str | None = None) -> None:
         """RBAC: refuse `verb` on `resource` (403 on requests, allowed=false in access reviews)."""
         self.api.denied.append(AccessRule(verb, resource, group, subresource, namespace))
+
+    def enforce_owner_references(self) -> None:
+        """Turn on the OwnerReferencesPermissionEnforcement admission plugin (see `FakeApi.admit`)."""
+        self.api.owner_references_enforced = True
+
+    @property
+    def authorizations(self) -> list[dict[str, Any]]:
+        """Every authorization decision so far: dicts of verb, group, resource, subresource, namespace."""
+        with self.api.store.cond:
+            return [dict(attrs) for attrs in self.api.authorizations]
 
     def uninstall(self, group_version: str) -> None:
         """Remove an API group/version (e.g. `ray.io/v1`: KubeRay not installed)."""

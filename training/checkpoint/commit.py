@@ -32,6 +32,8 @@ LATEST = "latest"
 STEP_PREFIX = "step-"
 UPLOADS = "uploaded"
 FORMAT_VERSION = 1
+# The manifest's own fields; component states and extra fields are stored beside them.
+MANIFEST_KEYS = frozenset({"format", "step", "world_size", "token", "created_at", "rng", "files", "timings"})
 _READ_CHUNK = 4 * 1024 * 1024
 
 
@@ -126,8 +128,9 @@ def await_markers(storage: Storage, root: str, step: int, world: int, token: str
 
 
 def build_manifest(step: int, world: int, token: str, markers: dict[int, dict[str, Any]],
-                   sampler: dict[str, Any], extra: dict[str, Any], stage_s: float) -> dict[str, Any]:
-    """The manifest of a checkpoint whose ranks uploaded `markers`: files, sizes, sha256, RNG, sampler."""
+                   states: dict[str, Any], extra: dict[str, Any], stage_s: float) -> dict[str, Any]:
+    """The manifest of a checkpoint whose ranks uploaded `markers`: files, sizes, sha256, RNG, and
+    each component's state under its own name (`sampler`, `early_stopping`)."""
     files: dict[str, dict[str, Any]] = {}
     for rank in sorted(markers):
         for entry in markers[rank]["files"]:
@@ -141,7 +144,7 @@ def build_manifest(step: int, world: int, token: str, markers: dict[int, dict[st
         "world_size": world,
         "token": token,
         "created_at": time.time(),
-        "sampler": sampler,
+        **states,
         "rng": {str(rank): markers[rank].get("rng") for rank in sorted(markers)},
         "files": [files[path] for path in sorted(files)],
         "timings": {"stage_s": stage_s, "upload_s": max(m.get("seconds", 0.0) for m in markers.values())},

@@ -8,8 +8,13 @@ with the commit protocol of `training.checkpoint.commit`:
   is in: manifest, then `latest`, then retention. At most one save is in flight: the next
   `save()` first waits for the previous one.
 - `latest()` is the newest checkpoint whose files all match its manifest; a damaged one is
-  skipped with a warning. `load()` restores engine, optimizer, scheduler, RNG and sampler; from
-  S3 it loads a verified copy in a node-local cache.
+  skipped with a warning. `load()` restores engine, optimizer, scheduler, RNG and the named
+  component states; from S3 it loads a verified copy in a node-local cache.
+
+The manager knows nothing about samplers or early stopping: `save()` and `load()` take
+`states={name: component}` of objects with `state_dict()` / `load_state_dict()` (torchtitan's
+`CheckpointManager(states=...)` habit). Each state is kept in every rank's file and, under its
+name, in the manifest, where `dlaunch` and people can read it.
 - `wait()` and `close()` block until the last save has committed. An exit without `close()`
   still waits for this rank's last upload (and, on rank 0, for its commit).
 
@@ -29,9 +34,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from training.checkpoint import commit as protocol
 from training.checkpoint.commit import step_name, step_uri
@@ -40,10 +46,26 @@ from training.checkpoint.rng import capture_rng, restore_rng
 from training.checkpoint.storage import LocalStorage, S3Options, join_uri, local_path, storage_for
 from training.checkpoint.uploader import UploadProcess
 
+if TYPE_CHECKING:
+    from training.config import CheckpointConfig
+
 log = logging.getLogger(__name__)
 
 DEFAULT_COMMIT_TIMEOUT_S = 300.0
 UPLOAD_NICENESS = 10
+
+
+class Stateful(Protocol):
+    """A component that saves its own state: JSON-compatible data, the same on every call."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+# A component, or a state dict that is already plain data (what a reader of a checkpoint gets back).
+StateSource = Union[Stateful, Mapping[str, Any]]
+RANK_RNG_KEY = "rng"  # the rank file's own entry; no component may take that name
 
 
 @dataclass(frozen=True)
@@ -124,6 +146,14 @@ class CheckpointManager:
         atexit.register(self._finish_at_exit)
         _watch_for_unhandled_errors()
 
+    @classmethod
+    def build(cls, config: "CheckpointConfig", *, root: str, rank: int, world: int, best_mode: str = "min",
+              staging_dir: str | os.PathLike[str] | None = None) -> "CheckpointManager":
+        """A manager from the spec's `training.checkpoint` slice plus the runtime facts: where the
+        job's checkpoints live, this rank, and which way `keep_best` ranks the metric."""
+        return cls(root, rank, world, config.keep_last, config.keep_best, best_mode, async_save=config.async_,
+                   endpoint_url=config.endpoint_url, staging_dir=staging_dir)
+
     @property
     def upload_pid(self) -> int | None:
         """The pid of this rank's upload process, while it runs."""
@@ -131,24 +161,28 @@ class CheckpointManager:
 
     # ---- saving ------------------------------------------------------------------------------
 
-    def save(self, engine: Any, step: int, sampler_state: dict[str, Any], extra: dict[str, Any]) -> str:
+    def save(self, engine: Any, step: int, states: Mapping[str, StateSource],
+             extra: dict[str, Any] | None = None) -> str:
         """Checkpoint `step`: stage this rank's state locally, then upload and commit it in the background.
 
-        Blocks while the previous save finishes and while the state is staged; with
-        `async_save=False` also until the commit. Returns the URI the checkpoint will have.
+        `states` names the components that save their own state (the sampler, early stopping);
+        `extra` is free-form data for the manifest only (spec hash, metric, W&B run id). Blocks
+        while the previous save finishes and while the state is staged; with `async_save=False`
+        also until the commit. Returns the URI the checkpoint will have.
         """
         self.wait()
         started = time.perf_counter()
-        _require_json(step, sampler_state=sampler_state, extra=extra)
+        extra = extra or {}
+        state_dicts = _state_dicts(step, states, extra)
         token = self._agree(uuid.uuid4().hex if self.rank == 0 else None)
         if self.rank == 0:
             self._clear_step(step)
         self._barrier()
-        staged, rng = self._stage(engine, step, sampler_state)
+        staged, rng = self._stage(engine, step, state_dicts)
         job = {"root": self.root, "step": step, "rank": self.rank, "world": self.world, "token": token,
                "staged_dir": os.fspath(staged), "rng": rng}
         if self.rank == 0:
-            job["commit"] = {"sampler": sampler_state, "extra": extra, "keep_last": self.keep_last,
+            job["commit"] = {"states": state_dicts, "extra": extra, "keep_last": self.keep_last,
                              "keep_best": self.keep_best, "best_mode": self.best_mode,
                              "timeout_s": self.commit_timeout_s, "stage_s": time.perf_counter() - started}
         self._uploads.submit(job)
@@ -173,8 +207,8 @@ class CheckpointManager:
             log.warning("could not clear %s before saving it (the save will most likely fail): %s",
                         step_uri(self.root, step), e)
 
-    def _stage(self, engine: Any, step: int, sampler_state: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-        """Write this rank's DeepSpeed state, RNG and sampler under `staging/rank-<r>/step-<N>/`."""
+    def _stage(self, engine: Any, step: int, states: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+        """Write this rank's DeepSpeed state, RNG and component states under `staging/rank-<r>/step-<N>/`."""
         import torch
 
         rank_dir = self.staging / f"rank-{self.rank}"
@@ -187,7 +221,7 @@ class CheckpointManager:
         rng = capture_rng()
         engine.save_checkpoint(os.fspath(rank_dir), tag=step_name(step), client_state={"step": step},
                                save_latest=False)
-        torch.save({"rng": rng, "sampler": sampler_state}, staged / f"rank-{self.rank}.pt")
+        torch.save({RANK_RNG_KEY: rng, **states}, staged / f"rank-{self.rank}.pt")
         return staged, rng
 
     def wait(self) -> SaveOutcome | None:
@@ -264,8 +298,14 @@ class CheckpointManager:
             self._trusted[checkpoint.step] = checkpoint.manifest.get("token", "")
         return problem
 
-    def load(self, engine: Any, checkpoint: CommittedCheckpoint) -> dict[str, Any]:
-        """Restore engine, optimizer, scheduler and this rank's RNG; returns the sampler state."""
+    def load(self, engine: Any, checkpoint: CommittedCheckpoint,
+             states: Mapping[str, Stateful] | None = None) -> dict[str, Any]:
+        """Restore engine, optimizer, scheduler, this rank's RNG and each component in `states`;
+        returns every saved state by name.
+
+        A component the checkpoint has no state for keeps its fresh state; checkpoints written
+        before components saved themselves kept early stopping in the manifest only, so the
+        manifest's entry of that name is used when the rank file has none."""
         import torch
 
         directory = self._local_copy(checkpoint)
@@ -273,11 +313,16 @@ class CheckpointManager:
         if loaded is None:
             raise CheckpointError(f"DeepSpeed found no checkpoint in {directory} (copied from {checkpoint.uri})")
         state = torch.load(directory / f"rank-{self.rank}.pt", weights_only=True)
-        restore_rng(state["rng"])
+        restore_rng(state.pop(RANK_RNG_KEY))
+        for name, component in (states or {}).items():
+            saved = state.get(name, checkpoint.manifest.get(name))
+            if saved is not None:
+                component.load_state_dict(saved)
+                state[name] = saved
         self._barrier()
         if self._fetched.pop(checkpoint.step, None) and int(os.environ.get("LOCAL_RANK", self.rank)) == 0:
             shutil.rmtree(directory, ignore_errors=True)
-        return state["sampler"]
+        return state
 
     def _local_copy(self, checkpoint: CommittedCheckpoint) -> Path:
         """A local directory holding the checkpoint's files: the committed one, or a verified S3 copy."""
@@ -369,6 +414,19 @@ def _load_engine(engine: Any, directory: Path, uri: str) -> Any:
         detail = str(exc).split("\n", 2)[1].strip() if "\n" in str(exc) else str(exc)
         raise IncompatibleCheckpointError(incompatible_message(uri.rsplit("/", 1)[0], [detail])) from exc
     return loaded
+
+
+def _state_dicts(step: int, states: Mapping[str, StateSource], extra: dict[str, Any]) -> dict[str, Any]:
+    """Each component's state by name, checked to be JSON data under a name of its own."""
+    taken = protocol.MANIFEST_KEYS | {RANK_RNG_KEY} | set(extra)
+    clashes = sorted(set(states) & taken)
+    if clashes:
+        raise CheckpointError(f"saving step {step}: state names {clashes} clash with the manifest's own keys "
+                              f"or the extra fields; rename the component")
+    dicts = {name: dict(source.state_dict()) if hasattr(source, "state_dict") else dict(source)
+             for name, source in states.items()}
+    _require_json(step, **{f"states.{name}": value for name, value in dicts.items()}, extra=extra)
+    return dicts
 
 
 def _require_json(step: int, **values: Any) -> None:

@@ -121,7 +121,7 @@ def run_commit(storage: Storage, job: dict[str, Any], channel: LineChannel) -> d
     try:
         markers = protocol.await_markers(storage, root, step, job["world"], job["token"], spec["timeout_s"],
                                          pause=lambda seconds: channel.abandon_requested(step, seconds))
-        manifest = protocol.build_manifest(step, job["world"], job["token"], markers, spec["sampler"],
+        manifest = protocol.build_manifest(step, job["world"], job["token"], markers, spec["states"],
                                            spec["extra"], spec["stage_s"])
         protocol.commit(storage, root, manifest)
     except CheckpointError as e:

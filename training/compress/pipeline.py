@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 EXPORT_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+# A Hugging Face export is a directory (config, safetensors, tokenizer), never a single file.
+HF_FORMAT = "hf"
 
 
 @dataclass
@@ -69,3 +71,12 @@ def export_model(model: Any, inputs: dict[str, Any], fmt: str, out: Path, quanti
         return ExportResult(fmt, True, path, None, agreement(reference.numpy(), exported.numpy()))
     exporters.export_torchscript(target, inputs, path)
     return ExportResult(fmt, quantize, path, exporters.verify_torchscript(path, target, inputs), None)
+
+
+def export_hf_directory(trained: Any, out: Path) -> ExportResult:
+    """A `TrainedModel` as a `save_pretrained` directory at `out`, reloaded and checked (see `hf.py`)."""
+    from training.compress.hf import export_hf
+
+    inputs = example_inputs(trained.tokenizer, trained.info)
+    diff = export_hf(trained.model, trained.info, trained.tokenizer, inputs, out)
+    return ExportResult(HF_FORMAT, False, out, diff, None)

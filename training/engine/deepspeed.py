@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from training.config import BatchLayout, TrainingConfig
+from training.errors import ConfigError
 from training.optim import build_optimizer, group_multipliers
 
 if TYPE_CHECKING:
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 PLANNED_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
 
 
-class DeepSpeedConfigError(ValueError):
+class DeepSpeedConfigError(ConfigError):
     """The spec's raw `deepspeed:` keys contradict what dlaunch planned."""
 
 

@@ -38,7 +38,10 @@ def report_checkpoint(step: int, extra: dict[str, Any]) -> None:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """What every Ray worker runs: the shared loop, started from the newest committed checkpoint."""
+    """What every Ray worker runs: the shared loop, started from the newest committed checkpoint.
+
+    A `ConfigError` propagates unchanged: Ray Train keeps the worker's exception object in
+    `WorkerGroupError.worker_failures`, and the driver (`training.ray_entry`) decides on its type."""
     from training.run import train
 
     import ray.train
@@ -49,12 +52,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         from training.run import redirect_output_to_log
 
         redirect_output_to_log(os.environ["DLAUNCH_LOG_DIR"], str(ray.train.get_context().get_world_rank()))
-    from training.data.sources import DataError
-
-    try:
-        code = train(job, on_checkpoint=report_checkpoint)
-    except (DataError, ValueError) as exc:
-        raise RuntimeError(f"configuration error: {exc}") from exc
+    code = train(job, on_checkpoint=report_checkpoint)
     if code not in (0, None):
         raise RuntimeError(f"training exited with code {code}")
 

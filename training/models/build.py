@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from training.config import ModelConfig
+from training.errors import ConfigError
 from training.models.presets import PRESETS
 
 if TYPE_CHECKING:
@@ -30,6 +31,6 @@ def build_causal_lm(model: ModelConfig, vocab_size: int | None = None) -> "nn.Mo
     from transformers import AutoModelForCausalLM
 
     if model.preset is None:
-        raise ValueError("build_causal_lm needs training.model.preset")
+        raise ConfigError("build_causal_lm needs training.model.preset")
     config = preset_config(model.preset, vocab_size, model.overrides)
     return AutoModelForCausalLM.from_config(config)

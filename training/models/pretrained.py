@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 from training.data.sources import CACHE_DIR
+from training.errors import ConfigError
 
 
 def resolve_pretrained(uri: str, endpoint_url: str | None = None) -> Path:
@@ -20,5 +21,5 @@ def resolve_pretrained(uri: str, endpoint_url: str | None = None) -> Path:
     else:
         path = Path(uri.removeprefix("file://"))
     if not (path / "config.json").is_file():
-        raise ValueError(f"pretrained '{uri}' has no config.json: point it at a saved transformers model directory")
+        raise ConfigError(f"pretrained '{uri}' has no config.json: point it at a saved transformers model directory")
     return path

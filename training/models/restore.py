@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from training.checkpoint.errors import IncompatibleCheckpointError
 from training.checkpoint.storage import join_uri, storage_for
+from training.errors import ConfigError
 from training.models.compat import incompatible_message, model_differences
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ def _build_skeleton(info: dict[str, Any]) -> "nn.Module":
     if info.get("config"):
         config = transformers.AutoConfig.for_model(**info["config"])
         return transformers.AutoModelForCausalLM.from_config(config)
-    raise ValueError("this checkpoint's model was built by a model.factory; rebuild it with your factory "
+    raise ConfigError("this checkpoint's model was built by a model.factory; rebuild it with your factory "
                      "and load the weights yourself (export supports presets and pretrained backbones)")
 
 
@@ -126,7 +127,7 @@ def _split_checkpoint_uri(uri: str) -> tuple[str, str, int | None]:
     step = step_of(trimmed.rsplit("/", 1)[-1])
     checkpoints = trimmed.rsplit("/", 1)[0] if step is not None else trimmed
     if not checkpoints.endswith("checkpoints"):
-        raise ValueError(f"'{uri}' is not a dlaunch checkpoint URI: expected <uri>/<job>/checkpoints[/step-<N>]")
+        raise ConfigError(f"'{uri}' is not a dlaunch checkpoint URI: expected <uri>/<job>/checkpoints[/step-<N>]")
     return checkpoints.rsplit("/", 1)[0], checkpoints, step
 
 
@@ -168,7 +169,7 @@ def load_trained_model(checkpoint_uri: str, workdir: Path, endpoint_url: str | N
     job_root, checkpoints, step = _split_checkpoint_uri(checkpoint_uri)
     step = step if step is not None else latest_step(checkpoints, endpoint_url=endpoint_url)
     if step is None:
-        raise ValueError(f"no committed checkpoint under {checkpoints}")
+        raise ConfigError(f"no committed checkpoint under {checkpoints}")
     storage = storage_for(job_root, endpoint_url=endpoint_url)
     info = json.loads(storage.read_bytes(join_uri(job_root, MODEL_INFO)))
     tag = f"step-{step}"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from launcher.errors import SubmitError
-from launcher.targets.kubernetes import cluster
+from launcher.targets.kubernetes import client as kube
 from launcher.targets.kubernetes import status as job_status
 from launcher.targets.kubernetes.pods import JOB_LABEL
 
@@ -71,9 +71,9 @@ def current_run(pods: list[Obj]) -> Run | None:
                "running" in status["state"])
 
 
-def source_pods(client: cluster.KubeClient, job: str, source: Source) -> list[Obj]:
+def source_pods(client: kube.KubeClient, job: str, source: Source) -> list[Obj]:
     """The source's pods, oldest first."""
-    pods, _ = client.list(cluster.POD, f"{JOB_LABEL}={job}")
+    pods, _ = client.list(kube.POD, f"{JOB_LABEL}={job}")
     return job_status.pods_by_index(pods).get(source, [])
 
 
@@ -94,7 +94,7 @@ def split_timestamp(line: str) -> tuple[str, str]:
 class SourceFollower:
     """Streams one source's log, run after run, until `done()` says the job is over."""
 
-    def __init__(self, client: cluster.KubeClient, job: str, source: Source, write: Write, done: Callable[[], bool],
+    def __init__(self, client: kube.KubeClient, job: str, source: Source, write: Write, done: Callable[[], bool],
                  prefix: str = "") -> None:
         self.client, self.job, self.source, self.write, self.done = client, job, source, write, done
         self.prefix = prefix
@@ -137,9 +137,9 @@ class SourceFollower:
         try:
             for line in self.client.pod_log(run.pod, follow=True):
                 self.show(run, line)
-        except cluster.LogStreamDropped:
+        except kube.LogStreamDropped:
             return False
-        except cluster.KubeRequestError as exc:
+        except kube.KubeRequestError as exc:
             if exc.status not in (400, 404):  # the container or pod went away between list and read
                 raise
         return True
@@ -150,12 +150,12 @@ class SourceFollower:
         try:
             for line in self.client.pod_log(run.pod, follow=False, previous=previous):
                 self.show(run, line)
-        except cluster.KubeRequestError as exc:
+        except kube.KubeRequestError as exc:
             if exc.status not in (400, 404):  # its pod is gone, and its log with it
                 raise
 
 
-def print_source(client: cluster.KubeClient, job: str, source: Source, write: Write) -> None:
+def print_source(client: kube.KubeClient, job: str, source: Source, write: Write) -> None:
     """The current run's log of one source, once."""
     pods = source_pods(client, job, source)
     run = current_run(pods)
@@ -166,9 +166,9 @@ def print_source(client: cluster.KubeClient, job: str, source: Source, write: Wr
         write(line)
 
 
-def print_interleaved(client: cluster.KubeClient, job: str, sources: list[Source], write: Write) -> None:
+def print_interleaved(client: kube.KubeClient, job: str, sources: list[Source], write: Write) -> None:
     """Every source's current run, merged in time order, each line prefixed with its source."""
-    pods, _ = client.list(cluster.POD, f"{JOB_LABEL}={job}")
+    pods, _ = client.list(kube.POD, f"{JOB_LABEL}={job}")
     grouped = job_status.pods_by_index(pods)
     streams, missing = [], []
     for source in sources:
@@ -186,7 +186,7 @@ def print_interleaved(client: cluster.KubeClient, job: str, sources: list[Source
         write(line)
 
 
-def show_logs(client: cluster.KubeClient, job: str, sources: list[Source], *, follow: bool, write: Write,
+def show_logs(client: kube.KubeClient, job: str, sources: list[Source], *, follow: bool, write: Write,
               done: Callable[[], bool], prefix: bool) -> None:
     """One source (no prefix) or several (prefixed `[pod N] `, `[driver] `); following runs one thread each."""
     if not follow:

@@ -25,7 +25,7 @@ from typing import Any
 from launcher.errors import SubmitError
 from launcher.quantity import parse_quantity
 from launcher.spec import JobSpec, Toleration
-from launcher.targets.kubernetes import cluster
+from launcher.targets.kubernetes import client as kube
 from launcher.targets.kubernetes.pods import GPU_RESOURCE, SECRET_MOUNTS
 
 SETUP_DOC = "k8s/README.md"
@@ -76,7 +76,7 @@ class Findings:
     notes: list[str] = field(default_factory=list)
 
 
-def run_preflight(client: cluster.KubeClient, spec: JobSpec, objects: list[Obj], *, wait: bool = False,
+def run_preflight(client: kube.KubeClient, spec: JobSpec, objects: list[Obj], *, wait: bool = False,
                   follow: bool = False, replace: bool = False) -> Findings:
     """Run every check; raise `PreflightError` listing all problems, else return the user and notes."""
     findings = Findings()
@@ -100,13 +100,13 @@ def run_preflight(client: cluster.KubeClient, spec: JobSpec, objects: list[Obj],
     return findings
 
 
-def check_namespace(client: cluster.KubeClient, spec: JobSpec) -> tuple[Problem | None, Obj | None]:
+def check_namespace(client: kube.KubeClient, spec: JobSpec) -> tuple[Problem | None, Obj | None]:
     """The first request: the cluster answers, accepts our credentials, and has the namespace (returned,
     None if it may not be read)."""
     namespace = client.namespace
     try:
-        found = client.read(cluster.NAMESPACE, namespace)
-    except cluster.KubeRequestError as exc:
+        found = client.read(kube.NAMESPACE, namespace)
+    except kube.KubeRequestError as exc:
         if exc.status is None:
             raise PreflightError(spec.name, namespace, [unreachable(client, exc)]) from exc
         if exc.status == 401:
@@ -120,14 +120,14 @@ def check_namespace(client: cluster.KubeClient, spec: JobSpec) -> tuple[Problem 
     return None, found
 
 
-def unreachable(client: cluster.KubeClient, exc: cluster.KubeRequestError) -> Problem:
+def unreachable(client: kube.KubeClient, exc: kube.KubeRequestError) -> Problem:
     context = client.cluster.context
     source = f"kubeconfig context '{context}'" if context else "the in-cluster configuration"
     return Problem(f"cannot reach the Kubernetes API server at {client.server} ({exc.detail})",
                    f"check that the cluster is running and that {source} points at it (kubectl cluster-info)")
 
 
-def credentials_rejected(client: cluster.KubeClient) -> Problem:
+def credentials_rejected(client: kube.KubeClient) -> Problem:
     return Problem(f"the API server at {client.server} rejected your credentials (401 Unauthorized)",
                    "they have probably expired: log in again to refresh them (e.g. aws eks update-kubeconfig, "
                    "gcloud container clusters get-credentials, kind export kubeconfig)")
@@ -135,26 +135,26 @@ def credentials_rejected(client: cluster.KubeClient) -> Problem:
 
 # ----- RBAC -----------------------------------------------------------------------------------------
 def needed_access(spec: JobSpec, objects: list[Obj], wait: bool, follow: bool,
-                  replace: bool) -> list[tuple[str, cluster.Kind, str]]:
+                  replace: bool) -> list[tuple[str, kube.Kind, str]]:
     """(verb, kind, subresource) that this submission will use."""
-    main = cluster.main_kind(spec.backend)
-    kinds = list(dict.fromkeys(cluster.kind_of(obj) for obj in objects))
+    main = kube.main_kind(spec.backend)
+    kinds = list(dict.fromkeys(kube.kind_of(obj) for obj in objects))
     needs = [("get", main, "")] + [(verb, kind, "") for kind in kinds for verb in ("create", "patch")]
     if replace:
         needs.append(("delete", main, ""))
     if wait or follow:
         needs.append(("watch", main, ""))
     if follow:
-        needs += [("list", cluster.POD, ""), ("get", cluster.POD, "log")]
+        needs += [("list", kube.POD, ""), ("get", kube.POD, "log")]
     return needs
 
 
-def resource_name(kind: cluster.Kind, subresource: str) -> str:
+def resource_name(kind: kube.Kind, subresource: str) -> str:
     """`jobs.batch`, `pods/log` (how RBAC rules name resources)."""
     return (f"{kind.plural}.{kind.group}" if kind.group else kind.plural) + (f"/{subresource}" if subresource else "")
 
 
-def check_access(client: cluster.KubeClient, needs: list[tuple[str, cluster.Kind, str]], findings: Findings) -> None:
+def check_access(client: kube.KubeClient, needs: list[tuple[str, kube.Kind, str]], findings: Findings) -> None:
     """One SelfSubjectAccessReview per (verb, resource); one problem per resource with refused verbs."""
     refused: dict[str, list[str]] = {}
     for verb, kind, subresource in needs:
@@ -166,23 +166,23 @@ def check_access(client: cluster.KubeClient, needs: list[tuple[str, cluster.Kind
 
 
 # ----- operators ------------------------------------------------------------------------------------
-def check_kuberay(client: cluster.KubeClient, spec: JobSpec, findings: Findings) -> None:
+def check_kuberay(client: kube.KubeClient, spec: JobSpec, findings: Findings) -> None:
     """A Ray job needs the RayJob API of KubeRay."""
     if spec.backend != "ray":
         return
-    resources = client.api_resources(cluster.RAY_JOB.group, cluster.RAY_JOB.version)
-    if resources is None or cluster.RAY_JOB.plural not in resources:
+    resources = client.api_resources(kube.RAY_JOB.group, kube.RAY_JOB.version)
+    if resources is None or kube.RAY_JOB.plural not in resources:
         findings.problems.append(Problem("KubeRay is not installed", f"see {SETUP_DOC}"))
 
 
-def check_queue(client: cluster.KubeClient, spec: JobSpec, findings: Findings) -> None:
+def check_queue(client: kube.KubeClient, spec: JobSpec, findings: Findings) -> None:
     """The Kueue LocalQueue named by kubernetes.queue exists in the namespace (v1beta2, else v1beta1)."""
     queue = spec.kubernetes.queue
     if queue is None:
         return
     try:
-        found = client.list_any_version(cluster.LOCAL_QUEUES)
-    except cluster.KubeRequestError as exc:
+        found = client.list_any_version(kube.LOCAL_QUEUES)
+    except kube.KubeRequestError as exc:
         if exc.status != 403:
             raise
         findings.notes.append(f"cannot check that Kueue queue '{queue}' exists: you may not list localqueues")
@@ -228,13 +228,13 @@ def create_secret_fix(namespace: str, name: str, where: str, keys: list[str]) ->
     return f"create it: kubectl -n {namespace} create secret generic {name} {secret_files(keys)}"
 
 
-def check_secrets(client: cluster.KubeClient, spec: JobSpec, findings: Findings) -> None:
+def check_secrets(client: kube.KubeClient, spec: JobSpec, findings: Findings) -> None:
     """Each referenced Secret exists and has the keys the pods read (its values are never read here)."""
     namespace = client.namespace
     for name, where, keys in secret_refs(spec):
         try:
-            secret = client.read(cluster.SECRET, name)
-        except cluster.KubeRequestError as exc:
+            secret = client.read(kube.SECRET, name)
+        except kube.KubeRequestError as exc:
             if exc.status != 403:
                 raise
             findings.notes.append(f"cannot check Secret '{name}' ({where}): you may not read Secrets here")
@@ -253,38 +253,38 @@ def check_secrets(client: cluster.KubeClient, spec: JobSpec, findings: Findings)
 
 
 # ----- what pod creation needs ----------------------------------------------------------------------
-def read_or_note(client: cluster.KubeClient, kind: cluster.Kind, name: str, what: str,
+def read_or_note(client: kube.KubeClient, kind: kube.Kind, name: str, what: str,
                  findings: Findings) -> Obj | None | bool:
     """The object, None if it does not exist, or False (with a note) if we may not read it."""
     try:
         return client.read(kind, name)
-    except cluster.KubeRequestError as exc:
+    except kube.KubeRequestError as exc:
         if exc.status != 403:
             raise
         findings.notes.append(f"cannot check that {what} exists: you may not read {kind.plural}")
         return False
 
 
-def check_service_account(client: cluster.KubeClient, spec: JobSpec, findings: Findings) -> None:
+def check_service_account(client: kube.KubeClient, spec: JobSpec, findings: Findings) -> None:
     """kubernetes.service_account exists: the serviceaccount admission plugin refuses pods naming a missing one."""
     name, namespace = spec.kubernetes.service_account, client.namespace
     if name is None:
         return
     what = f"ServiceAccount '{name}' (kubernetes.service_account)"
-    if read_or_note(client, cluster.SERVICE_ACCOUNT, name, what, findings) is None:
+    if read_or_note(client, kube.SERVICE_ACCOUNT, name, what, findings) is None:
         findings.problems.append(Problem(f"{what} does not exist in namespace '{namespace}'",
                                          f"create it (kubectl -n {namespace} create serviceaccount {name}) or fix "
                                          "kubernetes.service_account"))
 
 
-def check_priority_class(client: cluster.KubeClient, spec: JobSpec, findings: Findings) -> None:
+def check_priority_class(client: kube.KubeClient, spec: JobSpec, findings: Findings) -> None:
     """kubernetes.priority_class exists: the priority admission plugin refuses pods naming a missing one,
     and Kueue creates no Workload for their job (so a queued job would wait forever)."""
     name = spec.kubernetes.priority_class
     if name is None:
         return
     what = f"PriorityClass '{name}' (kubernetes.priority_class)"
-    if read_or_note(client, cluster.PRIORITY_CLASS, name, what, findings) is not None:
+    if read_or_note(client, kube.PRIORITY_CLASS, name, what, findings) is not None:
         return
     consequence = (" (Kueue would never create a Workload for the job, so it would wait forever)"
                    if spec.kubernetes.queue else " (no pod of the job could be created)")
@@ -385,12 +385,12 @@ def amount(key: str, value: float) -> str:
     return f"{value / 2**30:g}Gi" if key.endswith("memory") else f"{value:g}"
 
 
-def check_quotas(client: cluster.KubeClient, objects: list[Obj], findings: Findings) -> None:
+def check_quotas(client: kube.KubeClient, objects: list[Obj], findings: Findings) -> None:
     """No ResourceQuota of the namespace is smaller than the job (a problem), or fuller than leaves room
     for it now (a note: its pods wait for room). Scoped quotas are not checked."""
     try:
-        quotas, _ = client.list(cluster.RESOURCE_QUOTA)
-    except cluster.KubeRequestError as exc:
+        quotas, _ = client.list(kube.RESOURCE_QUOTA)
+    except kube.KubeRequestError as exc:
         if exc.status != 403:
             raise
         findings.notes.append("cannot check the namespace's ResourceQuotas: you may not list resourcequotas")
@@ -466,14 +466,14 @@ def fit_fixes(misfits: list[tuple[str, str]], most_gpus: int) -> str:
     return ", or ".join(fixes[kind] for kind in kinds if kind in fixes)
 
 
-def check_node_fit(client: cluster.KubeClient, spec: JobSpec, findings: Findings) -> None:
+def check_node_fit(client: kube.KubeClient, spec: JobSpec, findings: Findings) -> None:
     """A GPU job needs at least one node that can ever hold one of its pods."""
     gpus = spec.resources.gpus_per_node
     if gpus == 0:
         return
     try:
-        nodes, _ = client.list(cluster.NODE)
-    except cluster.KubeRequestError as exc:
+        nodes, _ = client.list(kube.NODE)
+    except kube.KubeRequestError as exc:
         if exc.status != 403:
             raise
         findings.notes.append("cannot check that a node can hold this job's pods: you may not list nodes")

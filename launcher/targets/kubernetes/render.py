@@ -23,8 +23,7 @@ from launcher.targets.kubernetes.pods import (
     config_map_name, namespace_of, object_meta, render_container, render_job_container, render_pod_spec,
     render_pod_template, render_resources, render_volumes,
 )
-from training.config import BatchLayout
-from training.exitcodes import CONFIG_ERROR, POST_TRAINING_FAILED, PREEMPTED
+from training.contract import CONFIG_ERROR, POST_TRAINING_FAILED, PREEMPTED, BatchLayout
 
 WORKER_CONTAINER = "worker"
 RDZV_PORT = 29500

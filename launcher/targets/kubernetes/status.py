@@ -16,13 +16,15 @@ index and node rank differ. Hence the INDEX column and `dlaunch logs --index`.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from launcher.targets.base import POST_TRAINING_MESSAGE
+# checkpoint_info(_for) are used through this module by the backend (and tests/e2e).
+from launcher.targets.checkpoints import CheckpointInfo, checkpoint_info, checkpoint_info_for, one_line  # noqa: F401
 from launcher.targets.kubernetes.pods import COMPLETION_INDEX_LABEL, QUEUE_LABEL, SPEC_HASH_ANNOTATION
-from training.exitcodes import CONFIG_ERROR, PREEMPTED
+from training.exitcodes import CONFIG_ERROR, POST_TRAINING_FAILED, PREEMPTED
 
 USER_LABEL = "dlaunch.dev/user"
 SUBMITTED_BY_ANNOTATION = "dlaunch.dev/submitted-by"
@@ -54,10 +56,6 @@ IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImag
 CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
 # "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: ..."
 NODES_AVAILABLE = re.compile(r"^(\d+)/(\d+) nodes are available: (.*?)\.?(?:\s+preemption:.*)?$", re.DOTALL)
-MESSAGE_LIMIT = 200
-# `<checkpoint uri>/<job>/checkpoints/latest` holds `step-<N>`, rewritten only after step N committed.
-LATEST_FILE = "latest"
-LATEST_STEP = re.compile(r"^step-(\d+)$")
 
 Obj = dict[str, Any]
 
@@ -80,12 +78,6 @@ class JobState:
 
 def _true_conditions(obj: Obj) -> dict[str, Obj]:
     return {c["type"]: c for c in obj.get("status", {}).get("conditions") or [] if c.get("status") == "True"}
-
-
-def one_line(text: str | None) -> str:
-    """The first line of a message, cut to a readable length."""
-    first = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
-    return first if len(first) <= MESSAGE_LIMIT else first[: MESSAGE_LIMIT - 3] + "..."
 
 
 def job_state(obj: Obj) -> JobState:
@@ -270,6 +262,8 @@ def terminated_reason(terminated: Obj) -> str:
         return f"exit code {code}: configuration error (see dlaunch logs)"
     if code == PREEMPTED:
         return f"exit code {code}: stopped after checkpointing (preempted)"
+    if code == POST_TRAINING_FAILED:
+        return f"exit code {code}: {POST_TRAINING_MESSAGE}"
     return f"{reason} (exit code {code})"
 
 
@@ -420,57 +414,6 @@ def pod_rows(pods: list[Obj], events: list[Obj]) -> list[PodRow]:
     return sorted(rows, key=lambda row: (row.index is None, row.role != DRIVER, row.index or 0, row.name))
 
 
-# ----- checkpoints --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """The last committed checkpoint step (None if none or unknown), where they live, and a word on it."""
-
-    step: int | None
-    location: str | None
-    detail: str
-
-    def summary(self) -> str:
-        if self.step is not None:
-            return f"last committed step {self.step} ({self.location})"
-        return f"{self.detail} ({self.location})" if self.location else self.detail
-
-
-def checkpoint_info(job_json: str, name: str) -> CheckpointInfo:
-    """From the resolved job JSON in the job's ConfigMap."""
-    try:
-        settings = json.loads(job_json)["training"]["checkpoint"]
-        uri, endpoint_url = settings["uri"], settings.get("endpoint_url")
-    except (ValueError, KeyError, TypeError):
-        return CheckpointInfo(None, None, "unknown (the job's ConfigMap has no checkpoint settings)")
-    return checkpoint_info_for(uri, name, endpoint_url)
-
-
-def checkpoint_info_for(uri: str, name: str, endpoint_url: str | None = None) -> CheckpointInfo:
-    """Read `<uri>/<job>/checkpoints/latest` (S3 at `endpoint_url` if given); never raises, says why instead."""
-    try:
-        from training.checkpoint.errors import CheckpointError, ObjectNotFoundError
-        from training.checkpoint.storage import join_uri, storage_for
-    except ImportError as exc:
-        return CheckpointInfo(None, None, f"unknown (checkpoint storage is not available here: {exc})")
-    try:
-        root = join_uri(uri, name, "checkpoints")
-        storage = storage_for(root, endpoint_url=endpoint_url)
-        latest = storage.read_bytes(join_uri(root, LATEST_FILE)).decode("utf-8", "replace").strip()
-    except ImportError as exc:  # boto3, for s3://
-        return CheckpointInfo(None, uri, f"unknown: cannot read it from here ({exc})")
-    except ObjectNotFoundError:
-        local = "://" not in uri or uri.startswith("file://")
-        hint = ", or not visible from here: a local path is read on this machine, not in the pods" if local else ""
-        return CheckpointInfo(None, join_uri(uri, name, "checkpoints"), f"no checkpoint yet{hint}")
-    except (CheckpointError, OSError) as exc:
-        return CheckpointInfo(None, uri, f"unknown: cannot read it from here ({one_line(str(exc))})")
-    match = LATEST_STEP.match(latest)
-    if match is None:
-        return CheckpointInfo(None, root, f"unknown: '{LATEST_FILE}' names {latest!r}, not a step")
-    step = int(match.group(1))
-    return CheckpointInfo(step, root, f"step {step}")
-
-
 # ----- the whole picture ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class JobStatus:
@@ -496,6 +439,9 @@ class JobStatus:
             more = f" (and {len(troubled) - 1} more pods)" if len(troubled) > 1 else ""
             line += f"; {who}: {first.reason}{more}"
         return line
+
+    def text(self) -> str:
+        return format_status(self)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "namespace": self.namespace, "backend": self.backend,

@@ -1,0 +1,141 @@
+"""Causal language modelling: next-token prediction on packed blocks of the training text.
+
+The tokenizer is the pretrained model's own, or a byte-level BPE trained on the training split
+by rank 0 and saved beside the checkpoints, so that a resumed job and `dlaunch export` use the
+same one.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from training.config import ResolvedJob
+from training.data.lm import pack_blocks
+from training.data.tokenizer import EOS, tokenizer_from_json, train_bpe
+from training.distributed import WorkerInfo, all_reduce_sum, broadcast_object
+from training.errors import ConfigError
+from training.tasks.base import Task, equal_shares, read_splits, user_model
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+def vocabulary_difference(old_json: str, new_json: str) -> str | None:
+    """How two serialized tokenizers' vocabularies differ (token -> id), or None when they agree."""
+    old, new = tokenizer_from_json(old_json).get_vocab(), tokenizer_from_json(new_json).get_vocab()
+    if old == new:
+        return None
+    if len(old) != len(new):
+        return f"vocabulary: {len(old)} -> {len(new)} tokens"
+    return f"vocabulary: the tokenizer maps tokens to other ids ({len(old)} tokens each)"
+
+
+class CausalLMTask(Task):
+    """Next-token prediction on packed blocks; the tokenizer is the model's or a BPE trained here."""
+
+    def __init__(self, job: ResolvedJob, worker: WorkerInfo, job_root: str) -> None:
+        super().__init__(job, worker, job_root)
+        train_docs, val_docs = read_splits(job, with_labels=False)
+        tokenizer = tokenizer_from_json(self._tokenizer_json([d.text for d in train_docs]))
+        eos = tokenizer.token_to_id(EOS) if tokenizer.token_to_id(EOS) is not None else 0
+        seq_len = job.training.data.seq_len
+        self.train_blocks = pack_blocks(train_docs, tokenizer, seq_len, eos)
+        self.val_blocks = pack_blocks(val_docs, tokenizer, seq_len, eos)
+        self.vocab_size = tokenizer.get_vocab_size()
+
+    def _tokenizer_json(self, texts: list[str]) -> str:
+        """Rank 0 loads the pretrained or saved tokenizer, or trains one; every rank gets the same."""
+        from training.checkpoint.storage import join_uri, storage_for
+
+        text = None
+        if self.worker.is_main:
+            pretrained = self._pretrained_dir()
+            storage = storage_for(self.job_root, endpoint_url=self.job.training.checkpoint.endpoint_url)
+            saved = join_uri(self.job_root, "tokenizer.json")
+            if pretrained is not None and (pretrained / "tokenizer.json").is_file():
+                text = (pretrained / "tokenizer.json").read_text(encoding="utf-8")
+                self._refuse_other_vocabulary(storage, saved, text)
+            elif storage.exists(saved):  # a resumed job keeps its tokenizer
+                text = storage.read_bytes(saved).decode("utf-8")
+            else:
+                text = train_bpe(texts, self.job.training.data.tokenizer_vocab_size).to_str()
+            storage.write_bytes(saved, text.encode("utf-8"))  # atomic; kept for resume and export
+        return broadcast_object(text)
+
+    def _refuse_other_vocabulary(self, storage: Any, saved: str, text: str) -> None:
+        """Before the saved tokenizer is replaced: refuse a pretrained tokenizer whose vocabulary
+        differs from the one the committed checkpoints were trained with (they keep theirs)."""
+        from training.checkpoint.errors import IncompatibleCheckpointError
+        from training.checkpoint.storage import join_uri
+        from training.models.compat import incompatible_message
+        from training.models.restore import CHECKPOINTS_DIR, has_committed_checkpoint
+
+        endpoint = self.job.training.checkpoint.endpoint_url
+        if not storage.exists(saved) or not has_committed_checkpoint(self.job_root, endpoint):
+            return
+        old_text = storage.read_bytes(saved).decode("utf-8")
+        difference = None if old_text == text else vocabulary_difference(old_text, text)
+        if difference:
+            checkpoints = join_uri(self.job_root, CHECKPOINTS_DIR)
+            raise IncompatibleCheckpointError(incompatible_message(checkpoints, [difference]))
+
+    def _pretrained_dir(self) -> Path | None:
+        from training.models.pretrained import resolve_pretrained
+
+        uri = self.job.training.model.pretrained
+        return resolve_pretrained(uri, self.job.training.checkpoint.endpoint_url) if uri else None
+
+    @property
+    def train_size(self) -> int:
+        """Packed blocks of `seq_len` tokens in the training split."""
+        return len(self.train_blocks)
+
+    def build_model(self) -> "nn.Module":
+        import torch
+
+        from training.models.build import build_causal_lm
+
+        model_cfg = self.job.training.model
+        torch.manual_seed(self.job.training.seed)
+        if self.job.training.compression and self.job.training.compression.distill:
+            raise ConfigError("compression.distill supports sequence-classification models in this version")
+        if model_cfg.factory:
+            model, self.loss_fn = user_model(self.job, self.vocab_size)
+            return model
+        if model_cfg.pretrained:
+            from transformers import AutoModelForCausalLM
+
+            return AutoModelForCausalLM.from_pretrained(self._pretrained_dir(), **model_cfg.overrides)
+        return build_causal_lm(model_cfg, vocab_size=self.vocab_size)
+
+    def train_batch(self, indices: list[int], step: int) -> dict[str, "torch.Tensor"]:
+        block = self.train_blocks[indices]
+        return {"input_ids": block, "labels": block}
+
+    def loss(self, engine: Any, batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        outputs = engine(**batch)
+        return self.loss_fn(outputs, batch) if self.loss_fn else outputs.loss
+
+    def evaluate(self, engine: Any) -> dict[str, float]:
+        """Mean token loss and perplexity over every rank's equal share of the validation blocks."""
+        import torch
+
+        t = self.job.training
+        batches = equal_shares(len(self.val_blocks), self.worker.rank, self.worker.world,
+                               self.job.layout.micro, t.eval.max_batches)
+        loss_sum = 0.0
+        with torch.no_grad():
+            for indices in batches:
+                batch = {k: v.to(engine.device) for k, v in
+                         {"input_ids": self.val_blocks[indices], "labels": self.val_blocks[indices]}.items()}
+                loss_sum += self.loss(engine, batch).float().item() * len(indices)
+        total, count = all_reduce_sum([loss_sum, float(sum(len(b) for b in batches))])
+        loss = total / max(count, 1.0)
+        return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+    def describe(self) -> dict[str, Any]:
+        return {"train_samples": self.train_size, "validation_samples": len(self.val_blocks),
+                "tokens_per_sample": int(self.train_blocks.shape[1])}
