@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from launcher.spec import load_spec_text  # noqa: E402
-from launcher.targets.kubernetes.cluster import submit_to_cluster  # noqa: E402
+from launcher.cli.submit import submit_to_cluster  # noqa: E402
 from launcher.targets.kubernetes.render import plan_for_render, render  # noqa: E402
 from tests.fake_kube.cluster_sim import node, secret  # noqa: E402
 from tests.fake_kube.server import FakeKubeApi  # noqa: E402

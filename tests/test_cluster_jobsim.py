@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from launcher.targets.kubernetes import logs as job_logs
-from launcher.targets.kubernetes.cluster import ClusterError
+from launcher.targets.kubernetes.client import ClusterError
 from launcher.targets.kubernetes.render import RDZV_TIMEOUTS, WORKER_CONTAINER
 from tests.fake_kube.api import APPLY_PATCH, Request, Response
 from tests.fake_kube.cluster_sim import JobSim, RaySim, local_queue, priority_class, secret, service_account
@@ -208,6 +208,14 @@ def test_the_job_is_failing_while_the_other_ranks_stop(fake_kube: FakeKubeApi, k
     assert fake_kube.get("v1", "Pod", "kjob-0-g0", NAMESPACE)["metadata"]["deletionTimestamp"]
     assert conditions(sim.settle())[-1] == ("Failed", *MAX_FAILED)
     assert sim.job()["status"]["terminating"] == 0
+
+
+def test_status_reports_the_outcome_while_the_other_ranks_stop(fake_kube: FakeKubeApi, kubeconfig: Path,
+                                                              run_cli: Any) -> None:
+    """FailureTarget is already the outcome: `status` must not say Pending for the grace period."""
+    sim = started(fake_kube)
+    sim.fail(1, 1, settle=False)
+    assert status_json(run_cli)["phase"] == "Failed"
 
 
 @pytest.mark.parametrize("code, rule_index", [(CONFIG_ERROR, 0), (POST_TRAINING_FAILED, 1)], ids=["78", "80"])

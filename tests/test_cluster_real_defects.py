@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from launcher.targets.kubernetes import logs as job_logs
-from launcher.targets.kubernetes.cluster import ClusterError
+from launcher.targets.kubernetes.client import ClusterError
 from launcher.targets.kubernetes.preflight import PreflightError
 from launcher.targets.kubernetes.status import JobState, ray_job_state
 from tests.fake_kube.cluster_sim import (

@@ -35,25 +35,7 @@ HEAVY = frozenset({"torch", "transformers", "deepspeed", "ray"})
 # them today. Each entry names the file's import and why it stays for now; every name listed is
 # re-exported by `training.contract`, so the fix is to import it from there and delete the entry
 # (`test_every_exception_is_still_needed` says when one is stale).
-CONTRACT_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("launcher.targets.base", "training.exitcodes"):
-        "exit codes (in the contract); targets/ was being rewritten by another change (Target protocol)",
-    ("launcher.targets.kubernetes.status", "training.exitcodes"):
-        "exit codes (in the contract); targets/ was being rewritten by another change",
-    ("launcher.targets.kubernetes.target", "training.config"):
-        "`BatchLayout` (in the contract); targets/ was being rewritten by another change",
-    ("launcher.targets.local.request", "training.config"):
-        "`BatchLayout` (in the contract); targets/ was being rewritten by another change",
-    ("launcher.targets.local.request", "training.distributed"):
-        "`free_port`, a socket helper that is not part of the contract: the local target should import it "
-        "inside the function that picks the rendezvous port, or own the helper",
-    ("launcher.targets.local.state", "training.exitcodes"):
-        "exit codes (in the contract); targets/ was being rewritten by another change",
-    ("launcher.targets.local.status", "training.exitcodes"):
-        "exit codes (in the contract); targets/ was being rewritten by another change",
-    ("launcher.targets.local.target", "training.config"):
-        "`BatchLayout` (in the contract); targets/ was being rewritten by another change",
-}
+CONTRACT_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 # The launcher modules that may import torch-bearing modules, inside functions only.
 TORCH_IMPORTERS: dict[str, str] = {

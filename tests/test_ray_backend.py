@@ -104,12 +104,12 @@ def test_killed_ray_worker_is_restarted_and_resumes(tmp_path: Path) -> None:
     spec = job_spec(tmp_path, "ray-kill", max_steps=24, precision="fp32", zero={"stage": 2},
                     checkpoint={"uri": str(tmp_path / "ckpt"), "every_steps": 4, "keep_last": 2})
     spec["backend"] = "ray"
-    spec["kubernetes"] = {"max_restarts": 2}
     spec_file = tmp_path / "ray-kill.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     metrics = tmp_path / "runs" / "ray-kill" / "metrics.jsonl"
     submit = subprocess.Popen([str(Path(sys.executable).parent / "dlaunch"), "submit", str(spec_file),
-                               "--runs-dir", str(tmp_path / "runs")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               "--runs-dir", str(tmp_path / "runs"), "--max-restarts", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               env=dict(os.environ))
 
     def events() -> list[dict]:

@@ -28,14 +28,16 @@ POLL_S = 0.5
               "status, logs and cancel.")
 @click.option("--grace-seconds", type=click.IntRange(min=0), default=30, show_default=True,
               help="Local: how long workers get to checkpoint after SIGTERM (Ctrl-C, cancel) before they are killed.")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Local Ray jobs: how often a failed worker group is restarted from the newest checkpoint.")
 @click.option("--wait", is_flag=True, help="Kubernetes: stay until the job ends; the exit code is its outcome.")
 @click.option("--follow", is_flag=True, help="Kubernetes: like --wait, streaming rank 0's log.")
 @click.option("--replace", is_flag=True, help="Kubernetes: replace a running job whose spec changed.")
 @click.option("--context", help="Kubernetes: kubeconfig context [default: kubernetes.context, else current].")
 @click.option("-n", "--namespace", help="Kubernetes: namespace [default: kubernetes.namespace, else the context's].")
 @click.option("--runs-dir", default="runs", show_default=True, help="Local: where jobs keep logs, metrics, job.json.")
-def command(spec_file: str, dry_run: bool, dry_run_server: bool, detach: bool, grace_seconds: int, wait: bool,
-            follow: bool, replace: bool, context: str | None, namespace: str | None, runs_dir: str) -> int:
+def command(spec_file: str, dry_run: bool, dry_run_server: bool, detach: bool, grace_seconds: int, max_restarts: int,
+            wait: bool, follow: bool, replace: bool, context: str | None, namespace: str | None, runs_dir: str) -> int:
     """Run the job in SPEC: on this machine (followed to the end, or --detach) or on a Kubernetes cluster."""
     from launcher.spec import load_spec
     from launcher.support import local_run_problems, unsupported_features
@@ -52,7 +54,8 @@ def command(spec_file: str, dry_run: bool, dry_run_server: bool, detach: bool, g
     if refused:
         raise NotSupportedYet("this spec is valid but cannot run here:\n  " + "\n  ".join(refused))
     target = load_target(spec.target, Where(runs_dir, context, namespace))
-    options = SubmitOptions(wait=wait, follow=follow, replace=replace, grace_s=grace_seconds)
+    options = SubmitOptions(wait=wait, follow=follow, replace=replace, grace_s=grace_seconds,
+                            max_restarts=max_restarts)
     request = target.prepare(spec, submit_layout(spec, dry_run), options)
     if dry_run:
         click.echo(request.text(), nl=False)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from training.exitcodes import CONFIG_ERROR, POST_TRAINING_FAILED, PREEMPTED
+from training.contract import CONFIG_ERROR, POST_TRAINING_FAILED, PREEMPTED
 
 if TYPE_CHECKING:
     import threading
@@ -65,12 +65,15 @@ class SubmitOptions:
     """How to submit. `wait`/`follow`: the caller will wait for the end (streaming the main log),
     so a cluster must let it watch (and read logs). `replace`: Kubernetes, replace a live job whose
     spec changed. `grace_s`: local, how long workers get to checkpoint after SIGTERM before they
-    are killed (on Kubernetes the pods' `kubernetes.termination_grace` rules)."""
+    are killed (on Kubernetes the pods' `kubernetes.termination_grace` rules). `max_restarts`:
+    local, how often a Ray job's failed worker group is restarted (on Kubernetes
+    `kubernetes.max_restarts` rules); local DeepSpeed agents never restart, a resubmit resumes."""
 
     wait: bool = False
     follow: bool = False
     replace: bool = False
     grace_s: int = DEFAULT_GRACE_S
+    max_restarts: int = 0
 
 
 class Request(Protocol):

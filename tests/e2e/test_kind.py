@@ -179,7 +179,7 @@ def shrink_ray_head(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def submit(spec: Any, **options: bool) -> int:
-    from launcher.targets.kubernetes.cluster import submit_to_cluster
+    from launcher.cli.submit import submit_to_cluster
     from launcher.targets.kubernetes.render import plan_for_render, render
 
     return submit_to_cluster(spec, shrink_ray_head(render(spec, plan_for_render(spec))), context=None,
@@ -188,7 +188,7 @@ def submit(spec: Any, **options: bool) -> int:
 
 
 def test_quickstart_runs_to_success_on_two_nodes(kind_cluster: Path, s3: Any) -> None:
-    from launcher.targets.kubernetes.cluster import KubernetesBackend
+    from launcher.targets.kubernetes.backend import KubernetesBackend
 
     spec = quickstart(kubernetes={"secrets": {"s3": S3_SECRET}}, training={"checkpoint": S3_CHECKPOINTS})
     assert submit(spec, follow=True) == 0
@@ -199,7 +199,7 @@ def test_quickstart_runs_to_success_on_two_nodes(kind_cluster: Path, s3: Any) ->
 
 def wait_for_checkpoint(spec: Any, env: dict[str, str]) -> int:
     """Poll S3 until the job has committed a checkpoint; its step."""
-    from launcher.targets.kubernetes.status import checkpoint_info_for
+    from launcher.targets.checkpoints import checkpoint_info_for
 
     deadline = time.monotonic() + CHECKPOINT_TIMEOUT_S
     with pytest.MonkeyPatch.context() as patch:
@@ -221,7 +221,8 @@ def resume_events(backend: Any, name: str) -> list[dict[str, Any]]:
 
 
 def test_two_node_deepspeed_job_killed_mid_run_resumes(kind_cluster: Path, s3: Any) -> None:
-    from launcher.targets.kubernetes.cluster import POD, KubernetesBackend
+    from launcher.targets.kubernetes.backend import KubernetesBackend
+    from launcher.targets.kubernetes.client import POD
 
     spec = quickstart(name="kind-resume", kubernetes={"max_restarts": 3, "secrets": {"s3": S3_SECRET}},
                       training={"checkpoint": S3_CHECKPOINTS})

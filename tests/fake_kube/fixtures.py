@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from launcher.spec import JobSpec, load_spec_text
-from launcher.targets.kubernetes.cluster import submit_to_cluster
+from launcher.cli.submit import submit_to_cluster
 from launcher.targets.kubernetes.render import plan_for_render, render
 from tests.fake_kube.server import FakeKubeApi
 from training.checkpoint import storage

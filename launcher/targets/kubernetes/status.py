@@ -24,7 +24,7 @@ from launcher.targets.base import POST_TRAINING_MESSAGE
 # checkpoint_info(_for) are used through this module by the backend (and tests/e2e).
 from launcher.targets.checkpoints import CheckpointInfo, checkpoint_info, checkpoint_info_for, one_line  # noqa: F401
 from launcher.targets.kubernetes.pods import COMPLETION_INDEX_LABEL, QUEUE_LABEL, SPEC_HASH_ANNOTATION
-from training.exitcodes import CONFIG_ERROR, POST_TRAINING_FAILED, PREEMPTED
+from training.contract import CONFIG_ERROR, POST_TRAINING_FAILED, PREEMPTED
 
 USER_LABEL = "dlaunch.dev/user"
 SUBMITTED_BY_ANNOTATION = "dlaunch.dev/submitted-by"
@@ -90,11 +90,15 @@ def job_state(obj: Obj) -> JobState:
 
 
 def indexed_job_state(job: Obj) -> JobState:
+    """The Job's phase. `FailureTarget` and `SuccessCriteriaMet` are already the outcome: the Job
+    controller sets them first and turns them into `Failed` / `Complete` once the remaining pods
+    have terminated (kubernetes/kubernetes pkg/controller/job/job_controller.go syncJob,
+    newFailedConditionForFailureTarget), which can take the whole grace period."""
     conditions, status = _true_conditions(job), job.get("status", {})
-    if "Failed" in conditions:
-        failed = conditions["Failed"]
+    failed = conditions.get("Failed") or conditions.get("FailureTarget")
+    if failed is not None:
         return JobState("Failed", ": ".join(p for p in (failed.get("reason"), one_line(failed.get("message"))) if p))
-    if "Complete" in conditions:
+    if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
         return JobState("Succeeded")
     if "Suspended" in conditions or job.get("spec", {}).get("suspend"):
         queued = QUEUE_LABEL in (job.get("metadata", {}).get("labels") or {})

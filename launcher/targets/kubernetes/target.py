@@ -23,7 +23,7 @@ from launcher.targets.kubernetes.documents import objects_to_yaml
 from launcher.targets.kubernetes.kubeconfig import kubeconfig_path
 from launcher.targets.kubernetes.pods import namespace_of
 from launcher.targets.kubernetes.render import render
-from training.config import BatchLayout
+from training.contract import BatchLayout
 
 Obj = dict[str, Any]
 

@@ -20,8 +20,7 @@ from launcher.resolve import job_json, resolve_job
 from launcher.spec import JobSpec
 from launcher.targets.base import SubmitOptions
 from launcher.targets.local.paths import RunPaths
-from training.config import BatchLayout
-from training.distributed import free_port
+from training.contract import BatchLayout
 
 RENDEZVOUS_TIMEOUT_S = 120
 
@@ -109,6 +108,8 @@ def processes(spec: JobSpec, paths: RunPaths) -> list[Process]:
     job_file = str(paths.job_file)
     if spec.backend == "ray":
         return [Process("driver", [sys.executable, "-m", "training.ray_entry", job_file], "driver.log")]
+    from training.distributed import free_port  # the worker's helper; a socket call, nothing heavy
+
     port = free_port()
     return [Process(f"agent-{node}", agent_argv(spec, job_file, node, port), f"agent-{node}.log")
             for node in range(spec.resources.nodes)]
@@ -128,7 +129,7 @@ def prepare(spec: JobSpec, layout: BatchLayout, runs_dir: str, options: SubmitOp
     paths = RunPaths.of(runs_dir, spec.name)
     return LocalRequest(
         name=spec.name, backend=spec.backend, run_dir=str(paths.run_dir),
-        job_json=job_json(resolve_job(spec, layout, str(paths.run_dir))),
+        job_json=job_json(resolve_job(spec, layout, str(paths.run_dir), options.max_restarts)),
         processes=processes(spec, paths), env=worker_env(spec, paths), grace_s=options.grace_s,
         max_steps=spec.training.max_steps,
     )

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from launcher.targets.base import EXIT_CODE_MEANINGS
 from launcher.targets.local.paths import RunPaths, write_atomically
-from training.exitcodes import CONFIG_ERROR, POST_TRAINING_FAILED, PREEMPTED
+from training.contract import CONFIG_ERROR, POST_TRAINING_FAILED, PREEMPTED
 
 
 def _stat(pid: int) -> list[str] | None:

@@ -16,7 +16,7 @@ from launcher.targets.base import exit_code_meaning
 from launcher.targets.checkpoints import CheckpointInfo, checkpoint_info
 from launcher.targets.local.paths import RunPaths
 from launcher.targets.local.state import RunState
-from training.exitcodes import PREEMPTED
+from training.contract import PREEMPTED
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from launcher.targets.local.paths import RunPaths, write_atomically
 from launcher.targets.local.request import LocalRequest, prepare
 from launcher.targets.local.state import RunState
 from launcher.targets.local.status import LocalStatus, age_of, backend_of, local_status
-from training.config import BatchLayout
+from training.contract import BatchLayout
 
 START_TIMEOUT_S = 30.0
 POLL_S = 0.5
