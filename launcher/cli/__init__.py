@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "checkpoints": ("launcher.cli.checkpoints", "List a job's committed checkpoints: step, size, age, metric."),
     "report": ("launcher.cli.report", "Plot a run's loss, learning rate and throughput as PNG files."),
     "export": ("launcher.cli.export", "Export a checkpoint to ONNX or TorchScript (optionally int8), verified."),
+    "prepare": ("launcher.cli.prepare", "Tokenize a corpus once into token shards (local or s3://), as a Ray Data job."),
     "compare": ("launcher.cli.compare", "Compare teacher, student and int8 student: size, latency, macro-F1."),
 }
 

@@ -1,0 +1,156 @@
+"""Data at scale (issue 13): how fast `dlaunch prepare` tokenizes, against bare baselines.
+
+Prepare part (this file today): a corpus of `--mb` MB of real text (Python's tutorial and
+WordNet's glosses, repeated and shuffled into JSON-lines files) is tokenized three ways with one
+and the same tokenizer, each limited to one tokenizer thread per CPU it is given:
+- `dlaunch prepare` (Ray Data, `--cpus` CPUs), whole job wall time, manifest last;
+- a bare HF `tokenizers` `encode_batch` loop over the same files in one process (1 CPU);
+- `datasets.load_dataset("json").map(batched=True)` tokenization (1 CPU).
+Figures: MB/s per core of each, `prepare_vs_tokenizers` (goal >= 0.7) and
+`prepare_vs_hf_datasets` (goal >= 1.0). The training half (time to first step, worker RSS,
+`loader_over_training`) adds its own measure_* functions and keys to `main`'s result.
+
+Last line: one JSON object with the ratios and the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TUTORIAL = Path("/usr/share/doc/python3.11/html/_sources/tutorial")
+WORDNET = Path("/usr/share/wordnet/data.noun")
+FILE_MB = 8
+ONE_THREAD = {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def real_texts() -> list[str]:
+    """Paragraphs of the tutorial and WordNet glosses: the real text the corpus is made of."""
+    texts = [p for path in sorted(TUTORIAL.glob("*.rst.txt"))
+             for p in (" ".join(b.split()) for b in path.read_text().split("\n\n")) if p]
+    for line in WORDNET.read_text(errors="replace").splitlines():
+        if " | " in line and not line.startswith("  "):
+            texts.append(line.split(" | ", 1)[1].strip())
+    return texts
+
+
+def make_corpus(folder: Path, megabytes: float, seed: int = 0) -> float:
+    """Write JSON-lines files of about FILE_MB MB until `megabytes` MB; returns the MB written."""
+    texts, rng = real_texts(), random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    written, part = 0, 0
+    while written < megabytes * 1e6:
+        rng.shuffle(texts)
+        lines, size = [], 0
+        for text in texts:
+            lines.append(json.dumps({"text": text}) + "\n")
+            size += len(lines[-1])
+            if size >= min(FILE_MB * 1e6, megabytes * 1e6 - written):
+                break
+        (folder / f"part-{part:04d}.jsonl").write_text("".join(lines))
+        written, part = written + size, part + 1
+    return written / 1e6
+
+
+def make_tokenizer(corpus: Path, directory: Path, vocab_size: int) -> None:
+    """A byte-level BPE trained on the first file, saved as a pretrained tokenizer directory."""
+    from training.data.tokenizer import EOS, train_bpe
+
+    first = sorted(corpus.glob("*.jsonl"))[0]
+    texts = [json.loads(line)["text"] for line in first.read_text().splitlines()]
+    directory.mkdir(parents=True, exist_ok=True)
+    train_bpe(texts, vocab_size).save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"eos_token": EOS,
+                                                                 "tokenizer_class": "PreTrainedTokenizerFast"}))
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return time.monotonic() - started, done.stdout
+
+
+def measure_prepare(corpus: Path, tokenizer: Path, out: Path, cpus: int) -> dict[str, float]:
+    job = out.parent / "prepare.json"
+    job.write_text(json.dumps({"inputs": [str(corpus)], "output": str(out), "num_cpus": cpus,
+                               "shard_mb": FILE_MB, "tokenizer": {"pretrained": str(tokenizer)}}))
+    seconds, _ = timed([sys.executable, "-m", "training.data.prepare.run", str(job)], {})
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {"prepare_s": round(seconds, 2), "tokens": manifest["tokens"], "documents": manifest["documents"]}
+
+
+BASELINE = """
+import json, sys, time
+from pathlib import Path
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file(sys.argv[2])
+started, tokens = time.monotonic(), 0
+for path in sorted(Path(sys.argv[1]).glob("*.jsonl")):
+    with open(path) as handle:
+        texts = [json.loads(line)["text"] for line in handle]
+    for i in range(0, len(texts), 1024):
+        tokens += sum(len(e.ids) + 1 for e in tok.encode_batch(texts[i:i + 1024], add_special_tokens=False))
+print(json.dumps({"seconds": time.monotonic() - started, "tokens": tokens}))
+"""
+
+HF_DATASETS = """
+import json, sys, time, tempfile
+from pathlib import Path
+import datasets
+from tokenizers import Tokenizer
+datasets.disable_progress_bars()
+tok = Tokenizer.from_file(sys.argv[2])
+def encode(batch):
+    return {"ids": [e.ids for e in tok.encode_batch(batch["text"], add_special_tokens=False)]}
+started = time.monotonic()
+with tempfile.TemporaryDirectory() as cache:
+    files = sorted(str(p) for p in Path(sys.argv[1]).glob("*.jsonl"))
+    data = datasets.load_dataset("json", data_files=files, split="train", cache_dir=cache)
+    data = data.map(encode, batched=True, batch_size=1024, remove_columns=["text"])
+    tokens = sum(len(ids) + 1 for ids in data["ids"])
+print(json.dumps({"seconds": time.monotonic() - started, "tokens": tokens}))
+"""
+
+
+def measure_baseline(script: str, corpus: Path, tokenizer: Path) -> float:
+    seconds, stdout = timed([sys.executable, "-c", script, str(corpus), str(tokenizer / "tokenizer.json")],
+                            ONE_THREAD)
+    return json.loads(stdout.strip().splitlines()[-1])["seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mb", type=float, default=100.0, help="corpus size in MB")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs of prepare's local Ray")
+    parser.add_argument("--vocab-size", type=int, default=8192)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dlaunch-data-scale-") as tmp:
+        root = Path(tmp)
+        megabytes = make_corpus(root / "corpus", args.mb)
+        make_tokenizer(root / "corpus", root / "tokenizer", args.vocab_size)
+        prepared = measure_prepare(root / "corpus", root / "tokenizer", root / "prepared", args.cpus)
+        bare_s = measure_baseline(BASELINE, root / "corpus", root / "tokenizer")
+        hf_s = measure_baseline(HF_DATASETS, root / "corpus", root / "tokenizer")
+    per_core = megabytes / prepared["prepare_s"] / args.cpus
+    result = {
+        "corpus_mb": round(megabytes, 1), "cpus": args.cpus, **prepared,
+        "prepare_mb_per_s_per_core": round(per_core, 3),
+        "tokenizers_mb_per_s": round(megabytes / bare_s, 3), "hf_datasets_mb_per_s": round(megabytes / hf_s, 3),
+        "prepare_vs_tokenizers": round(per_core / (megabytes / bare_s), 3),
+        "prepare_vs_hf_datasets": round(per_core / (megabytes / hf_s), 3),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
