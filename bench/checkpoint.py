@@ -80,7 +80,7 @@ def run_saves(engine: Any, manager: Any, saves: int, steps_between: int, first_s
             steps.append(train_step(engine))
             step += 1
         started = time.perf_counter()
-        manager.save(engine, step, {"consumed": step}, {"metric": None})
+        manager.save(engine, step, {"sampler": {"consumed": step}}, {"metric": None})
         blocked.append(time.perf_counter() - started)
         returned.append((step, time.time()))
     for _ in range(steps_between):  # the last upload overlaps these steps too

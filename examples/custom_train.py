@@ -28,6 +28,6 @@ def main(ctx: Any) -> int:
                         max_steps=ctx.job.training.max_steps)
     engine.eval()
     ctx.tracker.log("eval", step=ctx.job.training.max_steps, **task.evaluate(engine))
-    ctx.checkpoints.save(engine, ctx.job.training.max_steps, sampler_state, {"note": "custom entrypoint"})
+    ctx.checkpoints.save(engine, ctx.job.training.max_steps, {"sampler": sampler_state}, {"note": "custom entrypoint"})
     ctx.tracker.log("end", step=ctx.job.training.max_steps, reason="max_steps")
     return 0

@@ -117,7 +117,7 @@ def save_steps(checkpoints: CheckpointManager, steps: list[int], metrics: dict[i
     engine = FileEngine(checkpoints.rank)
     for step in steps:
         metric = (metrics or {}).get(step)
-        checkpoints.save(engine, step, {"consumed": step * 8}, {"metric": metric, "wandb_run_id": "run-1"})
+        checkpoints.save(engine, step, {"sampler": {"consumed": step * 8}}, {"metric": metric, "wandb_run_id": "run-1"})
     assert checkpoints.close().committed
 
 
@@ -154,7 +154,7 @@ def test_a_save_commits_a_manifest_of_every_file_then_moves_latest(backend: Back
 
 def test_save_returns_while_a_separate_process_uploads(backend: Backend, tmp_path: Path) -> None:
     checkpoints = manager(backend, tmp_path)
-    checkpoints.save(FileEngine(0), 1, {"consumed": 8}, {})
+    checkpoints.save(FileEngine(0), 1, {"sampler": {"consumed": 8}}, {})
     assert checkpoints.last_outcome is None  # not waited for yet
     uploader = checkpoints.upload_pid
     assert uploader is not None and uploader != os.getpid()
@@ -166,7 +166,7 @@ def test_save_returns_while_a_separate_process_uploads(backend: Backend, tmp_pat
 
 def test_synchronous_save_returns_committed(backend: Backend, tmp_path: Path) -> None:
     checkpoints = manager(backend, tmp_path, async_save=False)
-    checkpoints.save(FileEngine(0), 3, {"consumed": 24}, {})
+    checkpoints.save(FileEngine(0), 3, {"sampler": {"consumed": 24}}, {})
     assert checkpoints.last_outcome is not None and checkpoints.last_outcome.committed
     assert latest_step(backend.root) == 3
     checkpoints.close()
@@ -185,7 +185,7 @@ def test_resume_restores_state_rng_and_sampler_from_the_newest(backend: Backend,
     reader, engine = manager(backend, tmp_path, "reader"), FileEngine(0)
     found = reader.latest()
     assert found is not None and found.step == 4
-    assert reader.load(engine, found) == {"consumed": 32}
+    assert reader.load(engine, found)["sampler"] == {"consumed": 32}
     assert engine.loaded_step == 4
     assert random.getstate() == saved[0]
     assert (np.random.get_state()[1] == saved[1]).all()
@@ -235,7 +235,7 @@ def test_retention_keeps_the_last_and_the_best(backend: Backend, tmp_path: Path)
 def test_a_rank_that_never_uploads_commits_nothing_and_deletes_nothing(backend: Backend, tmp_path: Path) -> None:
     save_steps(manager(backend, tmp_path, keep_last=1), [2])
     lonely = manager(backend, tmp_path, world=2, keep_last=1, commit_timeout_s=0.5)  # rank 1 never shows up
-    lonely.save(FileEngine(0), 4, {"consumed": 32}, {})
+    lonely.save(FileEngine(0), 4, {"sampler": {"consumed": 32}}, {})
     outcome = lonely.close()
     assert outcome is not None and not outcome.committed
     assert "ranks [1] did not upload step-4" in (outcome.error or "")
@@ -344,7 +344,7 @@ EXITING_TRAINER = """
     from training.checkpoint.manager import CheckpointManager
     world = 2 if sys.argv[5] == "hang" else 1  # rank 1 never comes: the commit waits until killed
     checkpoints = CheckpointManager(sys.argv[2], 0, world, 3, False, staging_dir=sys.argv[3], s3_options=FAST_S3)
-    checkpoints.save(FileEngine(0, int(sys.argv[4])), 7, {"consumed": 56}, {})
+    checkpoints.save(FileEngine(0, int(sys.argv[4])), 7, {"sampler": {"consumed": 56}}, {})
     print(checkpoints.upload_pid, flush=True)
     if sys.argv[5] == "hang":
         time.sleep(60)
@@ -392,7 +392,7 @@ def rank_main(rank: int, port: int, root: str, staging: str, env: dict[str, str]
     engine = FileEngine(rank, shard_bytes)
     for step in steps:
         events.put(("saving", rank, step, time.monotonic()))
-        checkpoints.save(engine, step, {"consumed": step}, {"metric": None})
+        checkpoints.save(engine, step, {"sampler": {"consumed": step}}, {"metric": None})
         outcome = checkpoints.last_outcome
         if outcome is not None and rank == 0:
             events.put(("outcome", rank, outcome.step, outcome.committed, outcome.error))
@@ -487,7 +487,7 @@ class Invariants:
         if found is None:
             return None
         engine = FileEngine(0, self.shard_bytes)
-        assert self.reader.load(engine, found) == {"consumed": found.step}
+        assert self.reader.load(engine, found)["sampler"] == {"consumed": found.step}
         assert engine.loaded_step == found.step
         return found.step
 

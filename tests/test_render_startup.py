@@ -224,14 +224,14 @@ def test_failed_post_training_work_is_recorded_not_raised(tmp_path: Path, monkey
     restart a finished gang); the agent learns of it through its status directory."""
     from types import SimpleNamespace
 
-    from training import run
+    from training import after_training
 
     def failing_export(ctx: object) -> None:
         raise OSError("upload refused")
 
-    monkeypatch.setattr(run, "compress_after_training", failing_export)
+    monkeypatch.setattr(after_training, "compress_after_training", failing_export)
     monkeypatch.setenv(agent.STATUS_DIR_ENV, str(tmp_path))
     tracker = RecordingTracker()
-    run.post_training(SimpleNamespace(tracker=tracker), 9)  # type: ignore[arg-type]
+    after_training.post_training(SimpleNamespace(tracker=tracker), 9)  # type: ignore[arg-type]
     assert tracker.events == [("post_training_failed", {"step": 9, "error": "OSError: upload refused"})]
     assert agent.post_training_failure(tmp_path) == "step 9: OSError: upload refused"

@@ -6,6 +6,7 @@ import random
 from typing import TYPE_CHECKING
 
 from training.data.sources import Document
+from training.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -33,5 +34,5 @@ def pack_blocks(docs: list[Document], tokenizer: "Tokenizer", seq_len: int, eos_
         ids.append(eos_id)
     n_blocks = len(ids) // seq_len
     if n_blocks == 0:
-        raise ValueError(f"only {len(ids)} tokens: not enough for one sequence of seq_len {seq_len}")
+        raise ConfigError(f"only {len(ids)} tokens: not enough for one sequence of seq_len {seq_len}")
     return torch.tensor(ids[: n_blocks * seq_len], dtype=torch.long).view(n_blocks, seq_len)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.errors import ConfigError
+
 
 @dataclass
 class SamplerState:
@@ -23,7 +25,7 @@ class ResumableSampler:
 
     def __init__(self, n_samples: int, global_batch: int, micro: int, rank: int, world: int, seed: int) -> None:
         if n_samples < global_batch:
-            raise ValueError(f"the training set has {n_samples} sequences, fewer than one global batch ({global_batch})")
+            raise ConfigError(f"the training set has {n_samples} sequences, fewer than one global batch ({global_batch})")
         self.n_samples, self.global_batch, self.micro = n_samples, global_batch, micro
         self.rank, self.world, self.seed = rank, world, seed
         self.per_rank = global_batch // world
@@ -55,7 +57,7 @@ class ResumableSampler:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state.get("global_batch", self.global_batch) != self.global_batch:
-            raise ValueError(
+            raise ConfigError(
                 f"checkpoint was written with global batch {state['global_batch']}, the spec now says "
                 f"{self.global_batch}; resuming would change the data order"
             )

@@ -13,12 +13,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.errors import ConfigError
+
 CACHE_DIR = Path(os.environ.get("DLAUNCH_CACHE", Path.home() / ".cache" / "dlaunch"))
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".rst")
 JSONL_SUFFIXES = (".jsonl", ".json")
 
 
-class DataError(ValueError):
+class DataError(ConfigError):
     """The data named by the spec is missing or malformed; the message names the file."""
 
 
