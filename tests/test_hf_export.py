@@ -16,12 +16,24 @@ MINILM = Path(__file__).resolve().parent.parent / "data" / "models" / "all-MiniL
 
 @pytest.fixture(scope="module")
 def zero3_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-rank ZeRO-3 bf16 llama-tiny run that commits a checkpoint at step 4 (parameters partitioned)."""
+    """A 2-rank ZeRO-3 bf16 llama-tiny run that commits a checkpoint at step 4 (parameters partitioned)
+    and, after training, exports itself as a Hugging Face directory (`compression.export: [hf]`)."""
     tmp = tmp_path_factory.mktemp("zero3")
     spec = job_spec(tmp, "hf-zero3", max_steps=4, zero={"stage": 3}, precision="bf16",
-                    checkpoint={"uri": str(tmp / "ckpt"), "every_steps": 4})
-    run_job(tmp, spec)
+                    checkpoint={"uri": str(tmp / "ckpt"), "every_steps": 4}, compression={"export": ["hf"]})
+    events = run_job(tmp, spec)
+    assert [e["format"] for e in events if e["event"] == "artifact"] == ["hf"]
     return tmp / "ckpt" / "hf-zero3" / "checkpoints"
+
+
+@pytest.mark.slow
+def test_export_after_training_uploads_a_loadable_hf_directory(zero3_checkpoints: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    artifact = zero3_checkpoints.parent / "artifacts" / "step-4" / "hf"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in artifact.iterdir()}
+    model = AutoModelForCausalLM.from_pretrained(artifact)
+    assert sum(p.numel() for p in model.parameters()) > 0
 
 
 @pytest.mark.slow

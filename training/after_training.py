@@ -25,7 +25,7 @@ def compress_after_training(ctx: "TrainContext") -> None:
     import tempfile
 
     from training.checkpoint.storage import storage_for
-    from training.compress.pipeline import example_inputs, export_model
+    from training.compress.pipeline import HF_FORMAT, example_inputs, export_model
     from training.models.restore import load_trained_model
 
     compression = ctx.job.training.compression
@@ -39,6 +39,9 @@ def compress_after_training(ctx: "TrainContext") -> None:
         storage = storage_for(ctx.paths.root, endpoint_url=endpoint)
         keep_float = _float_layers_to_keep(ctx, trained)
         for fmt in compression.export or ["torchscript"]:
+            if fmt == HF_FORMAT:
+                _export_hf(ctx, trained, storage, Path(tmp) / HF_FORMAT)
+                continue
             for quantized in variants:
                 result = export_model(trained.model, inputs, fmt, Path(tmp) / "out", quantized, keep_float)
                 uri = f"{ctx.paths.artifacts(trained.step)}/{result.path.name}"
@@ -46,6 +49,18 @@ def compress_after_training(ctx: "TrainContext") -> None:
                 ctx.tracker.log("artifact", step=trained.step, uri=uri, format=fmt, quantized=quantized,
                                 max_abs_diff=result.max_abs_diff, agreement=result.agreement)
                 ctx.tracker.log_artifact(result.path, f"{ctx.job.name}-{fmt}{'-int8' if quantized else ''}")
+
+
+def _export_hf(ctx: "TrainContext", trained: Any, storage: Any, out: Path) -> None:
+    """The fp32 model as a Hugging Face directory, reloaded and checked, uploaded to
+    `<job root>/artifacts/step-<N>/hf/` (int8 has no Hugging Face form: see `compress/hf.py`)."""
+    from training.compress.pipeline import HF_FORMAT, export_hf_directory
+
+    result = export_hf_directory(trained, out)
+    uri = f"{ctx.paths.artifacts(trained.step)}/{HF_FORMAT}"
+    storage.upload_dir(out, uri)
+    ctx.tracker.log("artifact", step=trained.step, uri=uri, format=HF_FORMAT, quantized=False,
+                    max_abs_diff=result.max_abs_diff, agreement=None)
 
 
 def _float_layers_to_keep(ctx: "TrainContext", trained: Any) -> list[str]:

@@ -135,14 +135,26 @@ class AugmentConfig(StrictModel):
         "Probability that a token of a training example is deleted."))
 
 
+# Raw text above this many megabytes must be prepared first (`dlaunch prepare`): the raw-text path
+# reads and tokenizes the whole corpus on every rank, which costs about 47 bytes of RAM per byte
+# of text and 0.75 s per MB before the first step (issue 13).
+RAW_TEXT_LIMIT_MB = 64
+
+
 class DataConfig(StrictModel):
     """Where the text comes from and how it is cut into sequences."""
 
-    train: str = Field(description=(
+    prepared: str | None = Field(default=None, description=(
+        "A dataset written by `dlaunch prepare` (local path or `s3://`): token shards read by global sample "
+        "index through a node-local cache, the tokenizer taken from it. Replaces `train`; a `train` that "
+        "holds a prepared dataset's `manifest.json` is read the same way."))
+    train: str | None = Field(default=None, description=(
         "Training text: a file, directory, glob or `s3://` prefix of `.txt` (one document per paragraph) "
-        "or `.jsonl` (one record per line) files."))
+        f"or `.jsonl` (one record per line) files, at most {RAW_TEXT_LIMIT_MB} MB (larger corpora: "
+        "`dlaunch prepare`, then `prepared`)."))
     validation: str | None = Field(default=None, description=(
-        "Validation text, in the same forms; unset: `validation_fraction` of the training documents."))
+        "Validation text in the same forms (a prepared dataset when the training data is prepared); unset: "
+        "`validation_fraction` of the training documents (prepared data: of its samples, by global index)."))
     text_field: str = Field(default="text", description="Field of a `.jsonl` record that holds the text.")
     label_field: str = Field(default="label", description=(
         "Field of a `.jsonl` record that holds the class (sequence classification)."))
@@ -153,14 +165,31 @@ class DataConfig(StrictModel):
         "Share of the training documents held out for validation when `validation` is unset."))
     tokenizer_vocab_size: int = Field(default=4096, ge=300, le=1_000_000, description=(
         "Vocabulary of the byte-level BPE tokenizer trained on the training split, for a model without "
-        "a tokenizer of its own (a `preset`)."))
+        "a tokenizer of its own (a `preset`); prepared data brings its own tokenizer."))
+    cache_dir: str | None = Field(default=None, description=(
+        "Node-local directory where shards of an `s3://` prepared dataset are cached, shared by the ranks "
+        "of a node; unset: `$DLAUNCH_CACHE/prepared/` (else `~/.cache/dlaunch/prepared/`)."))
+    cache_gb: float = Field(default=20.0, gt=0.0, le=100_000.0, description=(
+        "Bound of that cache in GB: least recently used shards no rank reads are evicted beyond it."))
     augment: AugmentConfig | None = Field(default=None, description=(
         "Sequence classification only: randomly mask or delete tokens of training examples."))
 
-    @field_validator("train", "validation")
+    @field_validator("prepared", "validation")
     @classmethod
     def _uri_form(cls, value: str | None, info: ValidationInfo) -> str | None:
         return None if value is None else check_uri_form(value, info.field_name or "path")
+
+    @field_validator("train")
+    @classmethod
+    def _train_or_prepared(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Exactly one source of training data (checked here so the error names `train`)."""
+        prepared = info.data.get("prepared")
+        if value is None and prepared is None:
+            raise ValueError("required: set training.data.train (raw text) or training.data.prepared "
+                             "(a dataset written by `dlaunch prepare`)")
+        if value is not None and prepared is not None:
+            raise ValueError("set training.data.train or training.data.prepared, not both")
+        return None if value is None else check_uri_form(value, "train")
 
 
 class BatchConfig(StrictModel):
@@ -330,9 +359,9 @@ class CompressionConfig(StrictModel):
         "Train a smaller student of a teacher instead of the model alone."))
     quantize: QuantizeConfig | None = Field(default=None, description=(
         "Quantize the trained model to int8 on rank 0 after training."))
-    export: list[Literal["onnx", "torchscript"]] = Field(default_factory=list, description=(
-        "Formats (`onnx`, `torchscript`) the trained model is exported to on rank 0 after training, each "
-        "checked against PyTorch."))
+    export: list[Literal["onnx", "torchscript", "hf"]] = Field(default_factory=list, description=(
+        "Formats (`onnx`, `torchscript`, `hf`: a Hugging Face `save_pretrained` directory) the trained model is "
+        "exported to on rank 0 after training, each checked against PyTorch."))
 
 
 class TrainingConfig(StrictModel):

@@ -138,12 +138,17 @@ def _weights(local_root: Path, tag: str) -> dict[str, Any]:
     if ddp_state.is_file():
         return torch.load(ddp_state, map_location="cpu", weights_only=False)["model"]
     states = local_root / tag / "mp_rank_00_model_states.pt"
-    if not states.is_file():
+    # ZeRO-3 writes one model-states file per rank instead (deepspeed/runtime/engine.py
+    # DeepSpeedEngine._get_ckpt_name: zero_pp_rank_<r>_mp_rank_00_model_states.pt); its weights are
+    # only in the partitioned optimizer states, which zero_to_fp32 consolidates below.
+    zero3 = sorted((local_root / tag).glob("zero_pp_rank_*_mp_rank_00_model_states.pt"))
+    if not states.is_file() and not zero3:
         raise FileNotFoundError(f"{local_root / tag} holds neither DeepSpeed nor DDP model states")
-    saved = torch.load(states, map_location="cpu", weights_only=False)
-    stage = saved.get("ds_config", {}).get("zero_optimization", {}).get("stage", 0)
-    if stage == 0:  # whole weights in the model states file (bf16 / fp16 copies in mixed precision)
-        return {name: tensor.float() for name, tensor in saved["module"].items()}
+    if states.is_file():
+        saved = torch.load(states, map_location="cpu", weights_only=False)
+        stage = saved.get("ds_config", {}).get("zero_optimization", {}).get("stage", 0)
+        if stage == 0:  # whole weights in the model states file (bf16 / fp16 copies in mixed precision)
+            return {name: tensor.float() for name, tensor in saved["module"].items()}
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     return get_fp32_state_dict_from_zero_checkpoint(str(local_root), tag=tag)
