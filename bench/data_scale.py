@@ -7,8 +7,16 @@ and the same tokenizer, each limited to one tokenizer thread per CPU it is given
 - a bare HF `tokenizers` `encode_batch` loop over the same files in one process (1 CPU);
 - `datasets.load_dataset("json").map(batched=True)` tokenization (1 CPU).
 Figures: MB/s per core of each, `prepare_vs_tokenizers` (goal >= 0.7) and
-`prepare_vs_hf_datasets` (goal >= 1.0). The training half (time to first step, worker RSS,
-`loader_over_training`) adds its own measure_* functions and keys to `main`'s result.
+`prepare_vs_hf_datasets` (goal >= 1.0).
+
+Training part: for prepared corpora of `--train-mb` sizes (default 10, 100 and 1000 MB, under
+/tmp), the quickstart's model and batch (llama-tiny, seq_len 128, 2 workers, global 32) run 3
+steps through `dlaunch submit`: the time from submit to the first optimizer step (the first
+`train` event of metrics.jsonl) and the peak RSS of the largest process of the job (a worker;
+`getrusage(RUSAGE_CHILDREN)` of a process that runs `dlaunch submit`). `ttfs_ratio` and
+`rss_ratio` are largest / smallest corpus (goal <= 1.3 each). `loader_over_training`: tokens/s
+one rank's data pipeline alone delivers (random global indices, micro-batches of the quickstart)
+over the tokens/s a quickstart step consumes per rank (goal >= 20).
 
 Last line: one JSON object with the ratios and the absolute figures.
 """
@@ -19,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -128,19 +137,101 @@ def measure_baseline(script: str, corpus: Path, tokenizer: Path) -> float:
     return json.loads(stdout.strip().splitlines()[-1])["seconds"]
 
 
+SUBMIT = """
+import resource, sys
+from launcher.cli import main
+code = main(["submit", sys.argv[1], "--runs-dir", sys.argv[2]])
+print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(code)
+"""
+
+
+def training_spec(prepared: Path, name: str) -> dict:
+    """The quickstart's model, batch and workers on a prepared dataset, 3 steps, no checkpoints in the way."""
+    return {
+        "name": name, "backend": "deepspeed", "target": "local", "resources": {"nodes": 2, "gpus_per_node": 1},
+        "training": {
+            "seed": 1234, "model": {"type": "causal-lm", "preset": "llama-tiny"},
+            "data": {"prepared": str(prepared), "seq_len": 128, "validation_fraction": 0.01},
+            "batch": {"global": 32, "micro": 8}, "max_steps": 3, "precision": "bf16", "zero": {"stage": 2},
+            "eval": {"every_steps": 1000, "max_batches": 1},
+            "checkpoint": {"uri": str(prepared.parent / "ckpt"), "every_steps": 1000},
+            "tracking": {"wandb": {"mode": "disabled"}},
+        },
+    }
+
+
+def measure_training(prepared: Path, name: str) -> dict[str, float]:
+    """Seconds from `dlaunch submit` to the first optimizer step, peak worker RSS, tokens/s per rank."""
+    import yaml
+
+    spec_file = prepared.parent / f"{name}.yaml"
+    spec_file.write_text(yaml.safe_dump(training_spec(prepared, name)))
+    runs = prepared.parent / "runs"
+    started = time.time()
+    _, stdout = timed([sys.executable, "-c", SUBMIT, str(spec_file), str(runs)], {})
+    events = [json.loads(line) for line in (runs / name / "metrics.jsonl").read_text().splitlines()]
+    steps = [e for e in events if e["event"] == "train"]
+    rss_kb = int(next(line.split()[1] for line in stdout.splitlines() if line.startswith("MAXRSS_KB")))
+    steady = steps[1:] or steps
+    return {"ttfs_s": round(steps[0]["time"] - started, 2), "worker_peak_rss_mb": round(rss_kb / 1024, 1),
+            "step_tokens_per_s_per_rank": sum(e["tokens_per_s"] for e in steady) / len(steady) / 2}
+
+
+def measure_loader(prepared: Path, seconds: float = 3.0) -> float:
+    """Tokens/s of one rank's pipeline alone: quickstart micro-batches at random global indices."""
+    import numpy as np
+
+    from training.data.prepare.reader import PreparedDataset
+    from training.data.prepared import LMSamples, tail_splits
+
+    dataset = PreparedDataset(str(prepared), max_open_shards=1 << 16)
+    samples = LMSamples(dataset, tail_splits(dataset.num_samples(128), 0.01)[0], 128)
+    samples.batch([0])  # warm-up: the megatron-core import (seconds) is start-up, not throughput
+    rng, tokens, started = np.random.default_rng(0), 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        batch = samples.batch(rng.integers(0, len(samples), 8).tolist())
+        tokens += batch["input_ids"].numel()
+    return tokens / (time.monotonic() - started)
+
+
+def measure_sizes(root: Path, sizes: list[float], tokenizer: Path, cpus: int) -> dict[str, object]:
+    """The training half for each corpus size; ratios of the largest to the smallest."""
+    per_size = {}
+    for megabytes in sizes:
+        folder = root / f"train-{megabytes:g}mb"
+        make_corpus(folder / "corpus", megabytes, seed=int(megabytes))
+        measure_prepare(folder / "corpus", tokenizer, folder / "prepared", cpus)
+        shutil.rmtree(folder / "corpus")  # keep /tmp small: training reads only the prepared shards
+        per_size[megabytes] = measure_training(folder / "prepared", f"scale-{int(megabytes)}mb")
+        per_size[megabytes]["loader_tokens_per_s"] = round(measure_loader(folder / "prepared"))
+    small, large = per_size[min(sizes)], per_size[max(sizes)]
+    return {
+        "training": {f"{mb:g}MB": figures for mb, figures in per_size.items()},
+        "ttfs_ratio": round(large["ttfs_s"] / small["ttfs_s"], 3),
+        "rss_ratio": round(large["worker_peak_rss_mb"] / small["worker_peak_rss_mb"], 3),
+        "loader_over_training": round(large["loader_tokens_per_s"] / large["step_tokens_per_s_per_rank"], 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mb", type=float, default=100.0, help="corpus size in MB")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs of prepare's local Ray")
     parser.add_argument("--vocab-size", type=int, default=8192)
+    parser.add_argument("--train-mb", default="10,100,1000",
+                        help="comma-separated prepared corpus sizes (MB) of the training half; empty: skip it")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="dlaunch-data-scale-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dlaunch-data-scale-", dir="/tmp") as tmp:
         root = Path(tmp)
         megabytes = make_corpus(root / "corpus", args.mb)
         make_tokenizer(root / "corpus", root / "tokenizer", args.vocab_size)
         prepared = measure_prepare(root / "corpus", root / "tokenizer", root / "prepared", args.cpus)
         bare_s = measure_baseline(BASELINE, root / "corpus", root / "tokenizer")
         hf_s = measure_baseline(HF_DATASETS, root / "corpus", root / "tokenizer")
+        shutil.rmtree(root / "corpus")
+        sizes = [float(mb) for mb in args.train_mb.split(",") if mb.strip()]
+        training = measure_sizes(root, sizes, root / "tokenizer", args.cpus) if sizes else {}
     per_core = megabytes / prepared["prepare_s"] / args.cpus
     result = {
         "corpus_mb": round(megabytes, 1), "cpus": args.cpus, **prepared,
@@ -148,6 +239,7 @@ def main() -> None:
         "tokenizers_mb_per_s": round(megabytes / bare_s, 3), "hf_datasets_mb_per_s": round(megabytes / hf_s, 3),
         "prepare_vs_tokenizers": round(per_core / (megabytes / bare_s), 3),
         "prepare_vs_hf_datasets": round(per_core / (megabytes / hf_s), 3),
+        **training,
     }
     print(json.dumps(result))
 

@@ -1,7 +1,8 @@
 """Training-loop overhead: dlaunch's DeepSpeed ZeRO-0 step vs a hand-written DDP loop vs HF Trainer.
 
 Same model (llama-tiny preset, vocab 4096), same batch (2 ranks x micro 8 x seq 128, no
-accumulation), same optimizer (torch AdamW, single-tensor), fp32 everywhere, 2 CPU processes each under `torchrun --standalone`, run one after
+accumulation), same optimizer (torch's fused AdamW, which dlaunch and HF Trainer use by default),
+fp32 everywhere, 2 CPU processes each under `torchrun --standalone`, run one after
 another on this machine, in ROUNDS interleaved rounds; each contender's best round counts.
 Throughput = tokens per optimizer step / median wall time of a whole iteration (step end to step
 end, so each loop's own work between steps counts) over the measured steps; the DDP baseline's
@@ -55,7 +56,7 @@ def ddp_worker(out: Path) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     model = DistributedDataParallel(build_model())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     times = []
     for batch in batches(rank, WARMUP + MEASURED):
         start = time.perf_counter()
@@ -112,11 +113,11 @@ def hf_trainer_worker(out: Path) -> None:
             return {k: v[row] for k, v in data[step % len(data)].items()}
 
     timer = StepTimer()
-    # The same AdamW as dlaunch and the DDP baseline: torch's single-tensor loop (on CPU foreach is
-    # unsupported, so AdamW's default is that loop). transformers defaults to the fused kernel from
+    # The same AdamW as dlaunch and the DDP baseline: torch's fused kernel, transformers' default from
     # torch 2.8 on (training_args.py `default_optim`; trainer_optimizer.py `_get_adamw_torch` sets
-    # fused=True), which would measure an optimizer kernel, not the loop around it.
-    args = TrainingArguments(output_dir=str(out.parent / "hf"), per_device_train_batch_size=MICRO, optim="adamw_torch",
+    # fused=True), so that the bench measures the loops around one optimizer.
+    args = TrainingArguments(output_dir=str(out.parent / "hf"), per_device_train_batch_size=MICRO,
+                             optim="adamw_torch_fused",
                              max_steps=WARMUP + MEASURED, learning_rate=1e-4, max_grad_norm=1.0,
                              deepspeed=ds_config, use_cpu=True, report_to=[], save_strategy="no",
                              logging_strategy="no", dataloader_num_workers=0, disable_tqdm=True)

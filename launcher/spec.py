@@ -405,7 +405,36 @@ def _local_path_problems(data: dict[str, Any], doc: YamlDocument) -> list[SpecPr
         elif not all(os.access(m, os.R_OK) for m in matches):
             problems.append(SpecProblem(path=".".join(loc), message="not readable (permission denied)",
                                         line=doc.line_of(loc), value=repr(value)))
+        else:
+            problems += _raw_text_size_problems(matches, loc, value, doc)
     return problems
+
+
+def _raw_text_size_problems(matches: list[str], loc: tuple[str, ...], value: str,
+                            doc: YamlDocument) -> list[SpecProblem]:
+    """Raw text above `RAW_TEXT_LIMIT_MB` must be prepared first: every rank would read and tokenize
+    all of it into memory. A directory holding a prepared dataset (manifest.json) is not raw text."""
+    from training.config import RAW_TEXT_LIMIT_MB
+
+    if len(matches) == 1 and os.path.isfile(os.path.join(matches[0], "manifest.json")):
+        return []
+    files = [m for m in matches if os.path.isfile(m)]
+    files += [str(p) for m in matches if os.path.isdir(m) for p in Path(m).rglob("*") if p.is_file()]
+    megabytes = sum(os.path.getsize(f) for f in files) / 1e6
+    if megabytes <= RAW_TEXT_LIMIT_MB:
+        return []
+    return [SpecProblem(
+        path=".".join(loc), line=doc.line_of(loc), value=repr(value),
+        message=f"holds {megabytes:,.0f} MB of raw text, above the {RAW_TEXT_LIMIT_MB} MB the raw-text path "
+                f"reads (every rank would tokenize all of it into memory)",
+        hint="tokenize it once with `dlaunch prepare DATA_SPEC` (inputs: this path, output: a local path or "
+             "s3:// prefix), then set training.data.prepared to that output")]
+
+
+def _world_sizes_text(global_batch: int, shown: int = 12) -> str:
+    """The data-parallel sizes that split `global_batch` evenly, the first `shown` of them."""
+    sizes = divisors(global_batch)
+    return ", ".join(map(str, sizes[:shown])) + (f", ... ({len(sizes)} in all)" if len(sizes) > shown else "")
 
 
 def batch_problems(spec: JobSpec) -> list[SpecProblem]:
@@ -415,8 +444,11 @@ def batch_problems(spec: JobSpec) -> list[SpecProblem]:
         lower = batch.global_ // dp * dp
         return [SpecProblem(path="training.batch.global", value=str(batch.global_),
                             message=f"must be divisible by the data-parallel size {dp} "
-                                    f"(nodes {res.nodes} x {res.procs_per_node} workers)",
-                            hint=f"try {lower} or {lower + dp}" if lower else f"try {dp}")]
+                                    f"(nodes {res.nodes} x {res.procs_per_node} workers); "
+                                    f"the world sizes that keep a global batch of {batch.global_} "
+                                    f"are {_world_sizes_text(batch.global_)}",
+                            hint=(f"try {lower} or {lower + dp}" if lower else f"try {dp}")
+                                 + " (a job resuming a checkpoint must keep its global batch: change the world size)")]
     per_rank = batch.global_ // dp
     if batch.micro is not None and per_rank % batch.micro:
         valid = ", ".join(str(d) for d in divisors(per_rank))

@@ -23,6 +23,7 @@ def zero3_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     checkpoint={"uri": str(tmp / "ckpt"), "every_steps": 4}, compression={"export": ["hf"]})
     events = run_job(tmp, spec)
     assert [e["format"] for e in events if e["event"] == "artifact"] == ["hf"]
+    (tmp / "events.json").write_text(json.dumps(events))
     return tmp / "ckpt" / "hf-zero3" / "checkpoints"
 
 
@@ -33,7 +34,10 @@ def test_export_after_training_uploads_a_loadable_hf_directory(zero3_checkpoints
     artifact = zero3_checkpoints.parent / "artifacts" / "step-4" / "hf"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in artifact.iterdir()}
     model = AutoModelForCausalLM.from_pretrained(artifact)
-    assert sum(p.numel() for p in model.parameters()) > 0
+    # the `start` event counts the partitioned ZeRO-3 parameters by their full size (issue 14 item 1)
+    events = json.loads((zero3_checkpoints.parents[2] / "events.json").read_text())
+    start = next(e for e in events if e["event"] == "start")
+    assert start["parameters"] == sum(p.numel() for p in model.parameters()) > 0
 
 
 @pytest.mark.slow

@@ -133,7 +133,7 @@ CASES = [
     Case("wandb-mode-unknown", with_change("training.tracking", {"wandb": {"mode": "sometimes"}}),
          "training.tracking.wandb.mode", "'auto'"),
     Case("export-unknown", with_change("training.compression", {"export": ["tflite"]}),
-         "training.compression.export.0", "'onnx' or 'torchscript'"),
+         "training.compression.export.0", "'onnx', 'torchscript' or 'hf'"),
     Case("keep-float-negative", with_change("training.compression", {"quantize": {"keep_float_layers": -1}}),
          "training.compression.quantize.keep_float_layers", "greater than or equal to 0"),
     Case("secret-in-env", with_change("kubernetes", {"env": {"AWS_SECRET_ACCESS_KEY": "abc"}}),

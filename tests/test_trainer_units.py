@@ -209,15 +209,6 @@ def test_resume_restores_step_sampler_and_early_stopping() -> None:
     assert (resumed.early.best, resumed.early.bad_evals) == (0.8, 3)
 
 
-def test_resume_with_other_resources_is_a_config_error() -> None:
-    checkpoints = FakeCheckpoints()
-    checkpoints.saved[2] = ({"sampler": {"consumed": 8}}, {})
-    checkpoints.latest = lambda: CommittedCheckpoint(2, "mem://step-2", {"world_size": 4})  # type: ignore[method-assign]
-    loop, _ = trainer(make_job(), checkpoints=checkpoints)
-    with pytest.raises(ConfigError, match="written by 4 workers, this job has 1"):
-        loop.resume()
-
-
 def test_unknown_early_stopping_metric_is_a_config_error() -> None:
     loop, _ = trainer(make_job(stopping={"metric": "eval_accuracy", "mode": "max"}))
     with pytest.raises(ConfigError, match="early_stopping.metric 'eval_accuracy'"):

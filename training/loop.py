@@ -80,11 +80,14 @@ class LoopState:
 
 @dataclass(frozen=True)
 class StepResult:
-    """One optimizer step, summed over ranks: mean loss, tokens, and whether any rank was stopped."""
+    """One optimizer step, summed over ranks: mean loss, tokens, whether any rank was stopped, and a
+    fingerprint of the global sample ids trained on (their sum and sum of squares: exact in float64,
+    independent of how the ids were split over ranks and micro-batches)."""
 
     loss: float
     tokens: float
     preempt_votes: float
+    sample_ids: tuple[int, int] = (0, 0)
 
 
 class Trainer:
@@ -115,11 +118,13 @@ class Trainer:
 
     def _micro_batches(self) -> "torch.Tensor":
         """Forward and backward over this rank's micro-batches of the next step. Returns [mean loss,
-        tokens, 0] on the device: nothing here waits for the device."""
+        tokens, 0, sum of ids, sum of squared ids] on the device: nothing here waits for the device."""
         import torch
 
-        sums = torch.zeros(3, dtype=torch.float64, device=self.engine.device)
+        sums = torch.zeros(5, dtype=torch.float64, device=self.engine.device)
         micro_batches = self.sampler.next_step()
+        ids = [int(i) for indices in micro_batches for i in indices]
+        sums[3], sums[4] = float(sum(ids)), float(sum(i * i for i in ids))  # host ints: fills, no sync
         for indices in micro_batches:
             batch = {k: v.to(self.engine.device) for k, v in self.task.train_batch(indices, self.state.step).items()}
             loss = self.task.loss(self.engine, batch)
@@ -137,8 +142,9 @@ class Trainer:
         self.engine.train()
         packed = self._micro_batches()
         packed[2] = 1.0 if self.state.preempted else 0.0  # a fill on the device, no host copy
-        loss_sum, tokens, votes = self.collectives.all_reduce_sum(packed).tolist()
-        return StepResult(loss=loss_sum / self.worker.world, tokens=tokens, preempt_votes=votes)
+        loss_sum, tokens, votes, id_sum, id_squares = self.collectives.all_reduce_sum(packed).tolist()
+        return StepResult(loss=loss_sum / self.worker.world, tokens=tokens, preempt_votes=votes,
+                          sample_ids=(round(id_sum), round(id_squares)))
 
     def evaluate(self) -> dict[str, float]:
         self.engine.eval()
@@ -190,17 +196,17 @@ class Trainer:
             self.on_checkpoint(outcome.step, extra)
 
     def resume(self) -> None:
-        """Continue from the newest verified checkpoint, if there is one; rank 0 chooses it."""
+        """Continue from the newest verified checkpoint, if there is one; rank 0 chooses it. A checkpoint
+        written by another number of ranks resumes too: the manager converts it (see
+        `training.checkpoint.universal`), and the sampler refuses a changed global batch."""
         found = self.checkpoints.latest() if self.worker.is_main else None
         found = self.collectives.broadcast_object(found)
         if found is None:
             return
-        if found.manifest.get("world_size") != self.worker.world:
-            raise ConfigError(f"checkpoint {found.path} was written by {found.manifest.get('world_size')} workers, "
-                              f"this job has {self.worker.world}; resume with the same resources")
         self.checkpoints.load(self.engine, found, self.states)
         self.state.step = found.step
-        self.tracker.log("resume", step=found.step, path=str(found.path))
+        self.tracker.log("resume", step=found.step, path=str(found.path),
+                         from_world_size=found.manifest.get("world_size"), world_size=self.worker.world)
 
     def _install_sigterm(self) -> None:
         """SIGTERM (preemption) stops after the current step with a checkpoint. Only a process's
@@ -213,7 +219,8 @@ class Trainer:
 
     def _log_step(self, result: StepResult, elapsed: float) -> None:
         self.tracker.log("train", step=self.state.step, loss=result.loss, lr=max(self.engine.get_lr()),
-                         tokens_per_s=result.tokens / elapsed, step_s=elapsed, max_steps=self.job.training.max_steps)
+                         tokens_per_s=result.tokens / elapsed, step_s=elapsed, max_steps=self.job.training.max_steps,
+                         sample_ids=list(result.sample_ids))
 
     def run(self) -> LoopState:
         """Train to max_steps (or early stop / preemption); evaluate at start and end."""

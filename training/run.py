@@ -73,6 +73,7 @@ def train(job: ResolvedJob, on_checkpoint: Callable[[int, dict[str, Any]], None]
     from training.after_training import post_training
     from training.context import make_context, start_tracking
     from training.loop import Trainer
+    from training.models.sharded import parameter_count
 
     ctx = make_context(job)
     if job.training.entrypoint:
@@ -88,7 +89,7 @@ def train(job: ResolvedJob, on_checkpoint: Callable[[int, dict[str, Any]], None]
     trainer.resume()
     trainer.extra["wandb_run_id"] = start_tracking(ctx)
     ctx.tracker.log("start", step=trainer.state.step, max_steps=job.training.max_steps, world_size=ctx.worker.world,
-                    parameters=sum(p.numel() for p in model.parameters()), **task.describe())
+                    parameters=parameter_count(model), **task.describe())
     state = trainer.run()
     trainer.report_committed(ctx.checkpoints.close())  # also waits for the checkpoint written on SIGTERM
     if ctx.worker.is_main and state.stop_reason != "preempted":

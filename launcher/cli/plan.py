@@ -56,7 +56,8 @@ def _fits_cell(row: "OptionRow") -> str:
 
 _OFFLOAD_CELL = {"none": "-", "optimizer": "optim", "params": "params", "optimizer+params": "both"}
 LEGEND = ("GiB per device. offload both: optimizer and parameters; ckpt: activations with activation "
-          "checkpointing; extra: runtime and DeepSpeed buffers; host: offloaded state per node; micro: the "
+          "checkpointing; extra: runtime and DeepSpeed buffers; host: host memory per node (model construction, "
+          "offloaded states, workers' runtime; on CPU workers the whole total); micro: the "
           "largest micro-batch that fits; *: chosen")
 
 
@@ -77,7 +78,7 @@ def options_table(plan: "Plan", title: str) -> "Table":
         table.add_row(
             f"{o.stage}{'*' if mark else ''}", _OFFLOAD_CELL[o.offload], _gib(m.states.device), _gib(m.activations),
             _gib(m.activations_checkpointed), _gib(m.overhead), _gib(m.device_total()),
-            _gib(m.host_per_node) if m.host_per_node else "-", _fits_cell(row),
+            _gib(m.host_per_node), _fits_cell(row),
             "-" if row.max_micro is None else str(row.max_micro),
         )
     return table
@@ -85,6 +86,16 @@ def options_table(plan: "Plan", title: str) -> "Table":
 
 def _count(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def _host_line(plan: "Plan") -> str:
+    """Host memory of the chosen option per node and per worker, against `resources.memory` when set."""
+    m = plan.chosen_memory
+    assert m is not None
+    line = (f"host: {_gib(m.host_per_node)} GiB per node ({_gib(m.host_per_rank)} GiB per worker: model "
+            f"construction {_gib(m.construction)}, offloaded states {_gib(m.states.host)}, runtime)")
+    usable = plan.limits.usable_host
+    return line + (f" of {_gib(usable)} GiB usable" if usable is not None else "; resources.memory not set")
 
 
 def print_plan(plan: "Plan", name: str) -> None:
@@ -106,6 +117,8 @@ def print_plan(plan: "Plan", name: str) -> None:
         title += " (not checked: no device memory known)"
     console.print(options_table(plan, title))
     console.print(LEGEND, style="dim", highlight=False)
+    if plan.chosen_memory is not None:
+        console.print(_host_line(plan), highlight=False)
     if plan.layout is not None:
         layout = plan.layout
         console.print(f"chosen: micro {layout.micro} x grad_accum {layout.grad_accum} x data-parallel "

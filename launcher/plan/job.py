@@ -38,6 +38,12 @@ def allowed_options(spec: JobSpec) -> tuple[Option, ...]:
                  and (o.offload_params or not zero.offload_params))
 
 
+def _host_is_device(spec: JobSpec) -> bool:
+    """Whether the workers keep their model states in host memory: CPU workers, or no device memory known."""
+    r = spec.resources
+    return r.gpus_per_node == 0 or device_memory_bytes(r.gpu_type, r.gpu_memory_gb) is None
+
+
 def job_inputs(spec: JobSpec) -> tuple[Inputs, Scenario]:
     """What the planner knows about `spec`: fixed inputs and the scenario the spec asks for."""
     training = spec.training
@@ -45,6 +51,7 @@ def job_inputs(spec: JobSpec) -> tuple[Inputs, Scenario]:
         shape=model_shape(training.model, planned_vocab_size(training)), precision=training.precision,
         global_batch=training.batch.global_, procs_per_node=spec.resources.procs_per_node,
         limits=Limits.from_spec(spec), buffers=DeepSpeedBuffers.from_training(training),
+        host_is_device=_host_is_device(spec),
     )
     base = Scenario(nodes=spec.resources.nodes, seq_len=training.data.seq_len, micro=training.batch.micro,
                     options=allowed_options(spec), checkpointing=training.activation_checkpointing)
@@ -84,9 +91,9 @@ def _fitted_plan(spec: JobSpec, inputs: Inputs, base: Scenario, choice: Choice) 
         reason = f"{choice.option.label} as set in training.zero (micro-batch {choice.micro}: {need} of " \
                  f"{format_bytes(usable)} usable per device)"
     notes = common_notes(inputs, spec)
-    if choice.memory.host_per_node and inputs.limits.host_bytes is None:
-        notes.append(f"host memory not checked: offload needs {format_bytes(choice.memory.host_per_node)} per node; "
-                     "set resources.memory to check it")
+    if choice.memory.states.host and inputs.limits.host_bytes is None:
+        notes.append(f"host memory not checked: offload needs {format_bytes(choice.memory.host_per_node)} per node "
+                     "(with model construction and the workers' runtime); set resources.memory to check it")
     per_rank = inputs.global_batch // choice.data_parallel
     return Plan(parameters=inputs.shape.parameters, model=inputs.shape.source, precision=inputs.precision,
                 seq_len=base.seq_len, micro=choice.micro, limits=inputs.limits,
@@ -113,7 +120,10 @@ def estimate_job(spec: JobSpec) -> Plan:
     per_rank = _per_rank_batch(spec)
     inputs, base = job_inputs(spec)
     if inputs.limits.device_bytes is None:
-        return _unchecked_plan(spec, inputs, base, per_rank)
+        plan = _unchecked_plan(spec, inputs, base, per_rank)
+        if plan.chosen_memory is None or inputs.fits(base, plan.chosen_memory) is not False:
+            return plan
+        return _failed_plan(spec, inputs, base)
     choice = choose(inputs, base)
     if choice is None:
         return _failed_plan(spec, inputs, base)

@@ -13,6 +13,17 @@ Memory per device = model states + activations of one micro-batch + a stated ove
   fragmentation, DeepSpeed's gradient-reduction bucket, ZeRO-3's gathered-parameter working
   set, and the fp32 gradient partition DeepSpeed builds during the optimizer step.
 A configuration fits when that total stays below device memory minus `HEADROOM`.
+
+Host memory per node (`host_bytes_per_rank` x processes per node) is checked against
+`resources.memory` the same way. Per rank: the process's runtime (`HOST_RUNTIME`), plus the larger
+of what model construction holds and the offloaded states, since the model leaves the host for
+the device before DeepSpeed allocates offloaded states. Construction holds the model once in
+fp32 at stages 0-2; under ZeRO-3 the worker builds it partitioned
+(`training.models.sharded`), holding its 1/N partition in training precision and one module
+gathered in fp32 while it is initialised or loaded. On CPU workers the host is the device: the
+device total plus the runtime. The data takes no separate host share: raw text is read into each
+rank (at most `training.data` `RAW_TEXT_LIMIT_MB`, counted in `HOST_RUNTIME`'s measurement), and
+prepared shards are memory-mapped from the node's disk cache, page cache the kernel reclaims.
 """
 
 from __future__ import annotations
@@ -28,6 +39,9 @@ from training.contract import TrainingConfig
 
 HEADROOM = 0.10
 RUNTIME_OVERHEAD = 1 * GiB
+# Host memory of a worker process before its model exists: Python, torch, DeepSpeed, transformers,
+# the tokenizer and the packed training text (measured: about 0.8 GiB per CPU rank, bench/init_memory.py).
+HOST_RUNTIME = 1 * GiB
 # DeepSpeed's defaults (elements) unless `training.deepspeed.zero_optimization` overrides them.
 DS_REDUCE_BUCKET = 500_000_000
 DS_PREFETCH_BUCKET = 50_000_000
@@ -195,6 +209,21 @@ def step_transient_bytes(parameters: int, option: Option, data_parallel: int, pr
     return 4 * parameters // (data_parallel if option.stage >= 1 else 1)
 
 
+def construction_bytes(parameters: int, largest_layer: int, option: Option, data_parallel: int,
+                       precision: str) -> int:
+    """Host bytes one rank holds while its model is built (see the module docstring)."""
+    if option.stage == 3:
+        return ELEMENT_BYTES[precision] * parameters // data_parallel + 4 * largest_layer
+    return 4 * parameters
+
+
+def host_bytes_per_rank(construction: int, states: ModelStates, device_total: int, host_is_device: bool) -> int:
+    """Peak host bytes of one rank: runtime plus construction or offloaded states (or, on CPU, the device total)."""
+    if host_is_device:
+        return HOST_RUNTIME + max(construction, device_total + states.host)
+    return HOST_RUNTIME + max(construction, states.host)
+
+
 @dataclass(frozen=True)
 class Memory:
     """What one device (and its node's host, for offload) needs for one option and micro-batch."""
@@ -205,6 +234,8 @@ class Memory:
     overhead: int
     step_transient: int
     host_per_node: int
+    host_per_rank: int
+    construction: int
 
     def device_total(self, checkpointing: bool = False) -> int:
         """Peak bytes on the device: states, overhead, and the larger of activations and the step's transient."""

@@ -41,6 +41,8 @@ class OptionRow:
             "step_transient_bytes": m.step_transient,
             "total_bytes": m.device_total(),
             "host_bytes_per_node": m.host_per_node,
+            "host_bytes_per_rank": m.host_per_rank,
+            "construction_bytes": m.construction,
             "fits": self.fits,
             "max_micro": self.max_micro,
         }
@@ -98,6 +100,7 @@ class Plan:
         if self.chosen_memory is not None:
             chosen["total_bytes"] = self.chosen_memory.device_total()
             chosen["host_bytes_per_node"] = self.chosen_memory.host_per_node
+            chosen["host_bytes_per_rank"] = self.chosen_memory.host_per_rank
         return chosen
 
 
@@ -124,10 +127,8 @@ def common_notes(inputs: Inputs, spec: JobSpec) -> list[str]:
     return notes
 
 
-def problem_text(spec: JobSpec, inputs: Inputs, base: Scenario, rows: list[OptionRow], micro: int,
-                  changes: list[Change]) -> str:
-    """What does not fit, by how much, and the smallest changes that would."""
-    allowed = [r for r in rows if r.option in base.options]
+def _device_problem(spec: JobSpec, inputs: Inputs, base: Scenario, allowed: list[OptionRow], micro: int) -> str:
+    """What the leanest allowed option needs per device (and per node, when the host is short too)."""
     lean = min(allowed, key=lambda r: r.memory.device_total())
     r, shape = spec.resources, inputs.shape
     text = (f"{shape.source} ({shape.parameters:,} parameters, {inputs.precision}) does not fit on "
@@ -138,6 +139,30 @@ def problem_text(spec: JobSpec, inputs: Inputs, base: Scenario, rows: list[Optio
     host = inputs.limits.usable_host
     if host is not None and lean.memory.host_per_node > host:
         text += f" and {format_bytes(lean.memory.host_per_node)} of host memory per node ({format_bytes(host)} usable)"
+    return text
+
+
+def _host_problem(spec: JobSpec, inputs: Inputs, base: Scenario, allowed: list[OptionRow], micro: int) -> str:
+    """What the leanest allowed option needs of the node's host memory (`resources.memory`)."""
+    lean = min(allowed, key=lambda r: r.memory.host_per_node)
+    r, shape = spec.resources, inputs.shape
+    return (f"{shape.source} ({shape.parameters:,} parameters, {inputs.precision}) does not fit in "
+            f"resources.memory {r.memory} per node ({format_bytes(inputs.limits.usable_host or 0)} usable after "
+            f"{HEADROOM:.0%} headroom) with {r.procs_per_node} worker(s) per node at micro-batch {micro} and "
+            f"training.data.seq_len {base.seq_len}: the leanest allowed option, {lean.option.label}, needs "
+            f"{format_bytes(lean.memory.host_per_node)} per node ({format_bytes(lean.memory.host_per_rank)} per "
+            f"worker: construction {format_bytes(lean.memory.construction)}, offloaded states "
+            f"{format_bytes(lean.memory.states.host)}, runtime)")
+
+
+def problem_text(spec: JobSpec, inputs: Inputs, base: Scenario, rows: list[OptionRow], micro: int,
+                  changes: list[Change]) -> str:
+    """What does not fit, by how much, and the smallest changes that would."""
+    allowed = [r for r in rows if r.option in base.options]
+    if inputs.limits.usable_device is None:
+        text = _host_problem(spec, inputs, base, allowed, micro)
+    else:
+        text = _device_problem(spec, inputs, base, allowed, micro)
     if not changes:
         return text + ("\n  no change of ZeRO stage, offload, nodes, sequence length or activation checkpointing "
                        "fits; use devices with more memory (resources.gpu_type / gpu_memory_gb) or a smaller model")

@@ -10,6 +10,7 @@ touch the fewest settings.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,6 +24,8 @@ from launcher.plan.memory import (
     Memory,
     Option,
     activation_bytes,
+    construction_bytes,
+    host_bytes_per_rank,
     model_state_bytes,
     overhead_bytes,
     step_transient_bytes,
@@ -59,6 +62,7 @@ class Inputs:
     procs_per_node: int
     limits: Limits
     buffers: DeepSpeedBuffers
+    host_is_device: bool = False  # CPU workers: the device total lives in host memory
 
     def data_parallel(self, scenario: Scenario) -> int:
         """Ranks that split the global batch: nodes x processes per node."""
@@ -70,17 +74,22 @@ class Inputs:
         states = model_state_bytes(p, option, n, self.precision)
         act = activation_bytes(self.shape, micro, scenario.seq_len, self.precision, checkpointing=False)
         ckpt = activation_bytes(self.shape, micro, scenario.seq_len, self.precision, checkpointing=True)
-        return Memory(states, act, ckpt, overhead_bytes(self.shape, option, self.precision, self.buffers),
-                      step_transient_bytes(p, option, n, self.precision), states.host * self.procs_per_node)
+        overhead = overhead_bytes(self.shape, option, self.precision, self.buffers)
+        transient = step_transient_bytes(p, option, n, self.precision)
+        construction = construction_bytes(p, self.shape.largest_layer, option, n, self.precision)
+        device = states.device + overhead + max(ckpt if scenario.checkpointing else act, transient)
+        host = host_bytes_per_rank(construction, states, device, self.host_is_device)
+        return Memory(states, act, ckpt, overhead, transient, host * self.procs_per_node, host, construction)
 
     def fits(self, scenario: Scenario, memory: Memory) -> bool | None:
-        """True/False against device (and, when known and checked, host) memory; None without a limit."""
-        usable = self.limits.usable_device
-        if usable is None:
+        """True/False against device and host memory, each when known (host only when checked);
+        None when neither is known."""
+        usable, host = self.limits.usable_device, self.limits.usable_host
+        if usable is None and host is None:
             return None
-        host = self.limits.usable_host
+        device_ok = usable is None or memory.device_total(scenario.checkpointing) <= usable
         host_ok = not scenario.check_host or host is None or memory.host_per_node <= host
-        return memory.device_total(scenario.checkpointing) <= usable and host_ok
+        return device_ok and host_ok
 
 
 @dataclass(frozen=True)
@@ -150,7 +159,8 @@ def _lever_texts(base: Scenario, scenario: Scenario, choice: Choice) -> list[str
         texts.append(_zero_text(choice.option, stage_was_fixed=len(base.options) == 1))
     if base.check_host and not scenario.check_host:
         need = choice.memory.host_per_node / (1 - HEADROOM)
-        texts.append(f"raise resources.memory to at least {need / GiB:.0f}Gi per node (offloaded model states)")
+        texts.append(f"raise resources.memory to at least {math.ceil(need / GiB)}Gi per node "
+                     "(model construction, offloaded states and the workers' runtime)")
     if scenario.nodes != base.nodes:
         texts.append(f"use resources.nodes: {scenario.nodes} (data-parallel size {choice.data_parallel})")
     if scenario.seq_len != base.seq_len:

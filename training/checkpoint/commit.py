@@ -31,6 +31,8 @@ MANIFEST = "manifest.json"
 LATEST = "latest"
 STEP_PREFIX = "step-"
 UPLOADS = "uploaded"
+# `step-<N>.universal/`: a checkpoint converted for another world size (training.checkpoint.universal).
+UNIVERSAL_SUFFIX = ".universal"
 FORMAT_VERSION = 1
 # The manifest's own fields; component states and extra fields are stored beside them.
 MANIFEST_KEYS = frozenset({"format", "step", "world_size", "token", "created_at", "rng", "files", "timings"})
@@ -175,6 +177,7 @@ def clear_step(storage: Storage, root: str, step: int) -> None:
         else:
             storage.delete(join_uri(root, LATEST))
     storage.delete_prefix(prefix)
+    delete_converted(storage, root, step)
 
 
 # ---- reader side ---------------------------------------------------------------------------------
@@ -310,4 +313,12 @@ def delete_checkpoint(storage: Storage, root: str, step: int) -> None:
     """Delete the manifest first (the checkpoint stops existing at once), then its files."""
     storage.delete(join_uri(step_uri(root, step), MANIFEST))
     storage.delete_prefix(step_uri(root, step))
+    delete_converted(storage, root, step)
+
+
+def delete_converted(storage: Storage, root: str, step: int) -> None:
+    """Delete the universal copy made from `step` (it goes with its original): manifest, then files."""
+    prefix = join_uri(root, f"{step_name(step)}{UNIVERSAL_SUFFIX}")
+    storage.delete(join_uri(prefix, MANIFEST))
+    storage.delete_prefix(prefix)
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from training.checkpoint import commit as protocol
+from training.checkpoint import universal
 from training.checkpoint.commit import step_name, step_uri
 from training.checkpoint.errors import CheckpointError, IncompatibleCheckpointError
 from training.checkpoint.rng import capture_rng, restore_rng
@@ -303,17 +304,32 @@ class CheckpointManager:
         """Restore engine, optimizer, scheduler, this rank's RNG and each component in `states`;
         returns every saved state by name.
 
+        On a world size other than the checkpoint's, ZeRO state is loaded from its universal copy
+        (`training.checkpoint.universal`), converted on first use; the data position carries over
+        because the sampler's state is one global count of consumed samples.
+
         A component the checkpoint has no state for keeps its fresh state; checkpoints written
         before components saved themselves kept early stopping in the manifest only, so the
         manifest's entry of that name is used when the rank file has none."""
         import torch
 
         directory = self._local_copy(checkpoint)
-        loaded = _load_engine(engine, directory, checkpoint.uri)
+        saved_world = int(checkpoint.manifest.get("world_size") or self.world)
+        if saved_world != self.world and universal.needs_conversion(checkpoint.manifest):
+            converted = self._universal_copy(checkpoint, directory)
+            with universal.loading_universal(engine):
+                loaded = _load_engine(engine, converted, checkpoint.uri)
+        else:
+            loaded = _load_engine(engine, directory, checkpoint.uri)
         if loaded is None:
             raise CheckpointError(f"DeepSpeed found no checkpoint in {directory} (copied from {checkpoint.uri})")
-        state = torch.load(directory / f"rank-{self.rank}.pt", weights_only=True)
-        restore_rng(state.pop(RANK_RNG_KEY))
+        # Component states are the same in every rank's file. A rank the checkpoint had no rank for
+        # reads rank 0's and keeps its freshly seeded RNG: no saved stream belongs to it.
+        own = self.rank < saved_world
+        state = torch.load(directory / f"rank-{self.rank if own else 0}.pt", weights_only=True)
+        rng = state.pop(RANK_RNG_KEY)
+        if own:
+            restore_rng(rng)
         for name, component in (states or {}).items():
             saved = state.get(name, checkpoint.manifest.get(name))
             if saved is not None:
@@ -322,7 +338,67 @@ class CheckpointManager:
         self._barrier()
         if self._fetched.pop(checkpoint.step, None) and int(os.environ.get("LOCAL_RANK", self.rank)) == 0:
             shutil.rmtree(directory, ignore_errors=True)
+            shutil.rmtree(self._universal_cache(checkpoint.step), ignore_errors=True)
         return state
+
+    def _universal_copy(self, checkpoint: CommittedCheckpoint, source: Path) -> Path:
+        """A local folder holding the universal form of `checkpoint`, converted once (by rank 0, the
+        other ranks waiting in the broadcast) or reused when a committed copy of it verifies."""
+        reply: dict[str, Any] | None = None
+        if self.rank == 0:
+            try:
+                reply = {"manifest": self._verified_copy(checkpoint) or self._convert(checkpoint, source)}
+            except Exception as e:  # every rank must hear of it, or they would wait forever
+                reply = {"error": f"{type(e).__name__}: {e}"}
+        reply = self._agree(reply)
+        if "error" in reply:
+            raise CheckpointError(f"converting {checkpoint.uri} (written by {checkpoint.manifest.get('world_size')} "
+                                  f"ranks) for {self.world} ranks failed: {reply['error']}")
+        return self._fetch_copy(reply["manifest"])
+
+    def _verified_copy(self, checkpoint: CommittedCheckpoint) -> dict[str, Any] | None:
+        """The manifest of a committed universal copy of `checkpoint` whose files all verify, else None."""
+        manifest = universal.read_manifest(self.storage, self.root, checkpoint.manifest)
+        if manifest is None:
+            return None
+        if isinstance(self.storage, LocalStorage):
+            problem = protocol.verify_dir(local_path(universal.universal_uri(self.root, checkpoint.step)), manifest)
+        else:
+            problem = universal.fetch_copy(self.storage, self.root, manifest, self._universal_cache(checkpoint.step))
+        if problem:
+            log.warning("the universal copy of %s is damaged (%s); converting again", checkpoint.uri, problem)
+            return None
+        log.info("reusing the universal copy of %s", checkpoint.uri)
+        return manifest
+
+    def _convert(self, checkpoint: CommittedCheckpoint, source: Path) -> dict[str, Any]:
+        """Convert `checkpoint` (local folder `source`) and commit the copy beside it; returns its manifest."""
+        started = time.perf_counter()
+        local_root = isinstance(self.storage, LocalStorage)
+        work = self.staging / "universal" / "work" if local_root else self._universal_cache(checkpoint.step)
+        universal.convert(source, work)
+        manifest = universal.build_manifest(work, checkpoint.manifest)
+        universal.commit_copy(self.storage, self.root, work, manifest)
+        if local_root:
+            shutil.rmtree(work.parent, ignore_errors=True)
+        log.info("converted %s from %s ranks to a universal checkpoint in %.1f s: %s", checkpoint.uri,
+                 checkpoint.manifest.get("world_size"), time.perf_counter() - started,
+                 universal.universal_uri(self.root, checkpoint.step))
+        return manifest
+
+    def _fetch_copy(self, manifest: dict[str, Any]) -> Path:
+        """The local folder of a committed universal copy: itself, or a verified download of it."""
+        if isinstance(self.storage, LocalStorage):
+            return local_path(universal.universal_uri(self.root, manifest["step"]))
+        target = self._universal_cache(manifest["step"])
+        problem = universal.fetch_copy(self.storage, self.root, manifest, target)
+        if problem:
+            raise CheckpointError(f"{universal.universal_uri(self.root, manifest['step'])} changed after it was "
+                                  f"committed: {problem}; restart the job to convert it again")
+        return target
+
+    def _universal_cache(self, step: int) -> Path:
+        return self.staging / "cache" / universal.universal_name(step)
 
     def _local_copy(self, checkpoint: CommittedCheckpoint) -> Path:
         """A local directory holding the checkpoint's files: the committed one, or a verified S3 copy."""

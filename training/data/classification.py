@@ -23,6 +23,13 @@ class LabelledSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def item(self, i: int) -> tuple[list[int], int]:
+        """Example i: its token ids and class id."""
+        return self.ids[i], self.labels[i]
+
+    def global_ids(self, indices: list[int]) -> list[int]:
+        return list(indices)
+
 
 def label_map(docs: list[Document]) -> list[str]:
     """The classes, sorted, as seen in the data; index = class id."""

@@ -36,3 +36,21 @@ def pack_blocks(docs: list[Document], tokenizer: "Tokenizer", seq_len: int, eos_
     if n_blocks == 0:
         raise ConfigError(f"only {len(ids)} tokens: not enough for one sequence of seq_len {seq_len}")
     return torch.tensor(ids[: n_blocks * seq_len], dtype=torch.long).view(n_blocks, seq_len)
+
+
+class PackedBlocks:
+    """Raw-text causal-LM blocks held in memory ([n, seq_len]); the same interface as
+    `training.data.prepared.LMSamples`, so the task treats both kinds of data alike."""
+
+    def __init__(self, blocks: "torch.Tensor") -> None:
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def global_ids(self, indices: list[int]) -> list[int]:
+        return list(indices)
+
+    def batch(self, indices: list[int]) -> dict[str, "torch.Tensor"]:
+        block = self.blocks[indices]
+        return {"input_ids": block, "labels": block}

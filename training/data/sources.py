@@ -43,9 +43,10 @@ def fetch_s3_prefix(uri: str, endpoint_url: str | None = None) -> str:
             if not local.is_file():
                 storage.download_file(uri, local)
             return str(local)
-        keys = storage.list(uri)
+        keys = [key for key in storage.list(uri) if _is_data_file(key)]
+        check_raw_size(uri, [storage.size(join_uri(uri, key)) for key in keys])
         for key in keys:
-            if _is_data_file(key) and not (target / key).is_file():
+            if not (target / key).is_file():
                 storage.download_file(join_uri(uri, key), target / key)
     except StorageError as exc:
         raise DataError(f"{uri}: {exc}") from exc
@@ -104,11 +105,24 @@ def _jsonl_documents(path: str, text_field: str, label_field: str | None) -> lis
     return docs
 
 
+def check_raw_size(location: str, sizes: list[int]) -> None:
+    """The raw-text path reads everything on every rank: refuse more than `RAW_TEXT_LIMIT_MB`."""
+    from training.config import RAW_TEXT_LIMIT_MB
+
+    megabytes = sum(sizes) / 1e6
+    if megabytes > RAW_TEXT_LIMIT_MB:
+        raise DataError(f"training.data: {location} holds {megabytes:,.0f} MB of raw text, above the "
+                        f"{RAW_TEXT_LIMIT_MB} MB the raw-text path reads (every rank would tokenize all of it into "
+                        f"memory): run `dlaunch prepare DATA_SPEC` on it and set training.data.prepared")
+
+
 def read_documents(location: str, text_field: str = "text", label_field: str | None = None,
                    endpoint_url: str | None = None) -> list[Document]:
-    """All documents at `location`, in a deterministic order."""
+    """All documents at `location`, in a deterministic order (at most `RAW_TEXT_LIMIT_MB` of files)."""
     documents: list[Document] = []
-    for path in resolve_files(location, endpoint_url):
+    files = resolve_files(location, endpoint_url)
+    check_raw_size(location, [os.path.getsize(f) for f in files])
+    for path in files:
         if path.lower().endswith(JSONL_SUFFIXES):
             documents.extend(_jsonl_documents(path, text_field, label_field))
         else:

@@ -33,4 +33,27 @@ def build_causal_lm(model: ModelConfig, vocab_size: int | None = None) -> "nn.Mo
     if model.preset is None:
         raise ConfigError("build_causal_lm needs training.model.preset")
     config = preset_config(model.preset, vocab_size, model.overrides)
-    return AutoModelForCausalLM.from_config(config)
+    return initialized(AutoModelForCausalLM, config)
+
+
+def initialized(model_class: Any, config: "PretrainedConfig") -> "nn.Module":
+    """`model_class.from_config(config)` with weights drawn in one order whatever the ZeRO stage.
+
+    Under ZeRO-3 (`sharding.sharded_construction`) transformers builds the model without drawing
+    (`no_init_weights`) and then initialises it module by module (`initialize_weights_zero3`).
+    Here the same happens without ZeRO-3: the module constructors draw nothing, then
+    `initialize_weights` visits the modules in the same post-order, so that the same seed gives
+    the same weights at every stage. The model is allocated once, in fp32.
+    """
+    import torch
+    from transformers.initialization import guard_torch_init_functions, no_init_weights
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        return model_class.from_config(config)
+    with no_init_weights():
+        model = model_class.from_config(config)
+    with torch.no_grad(), guard_torch_init_functions():
+        model.initialize_weights()
+    model.tie_weights()
+    return model

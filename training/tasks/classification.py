@@ -1,5 +1,9 @@
 """Sequence classification: text -> one of N classes, with the pretrained backbone's own tokenizer.
 
+The examples are raw labelled texts tokenized by every rank (small corpora), or examples of a
+prepared dataset read by global index, whose tokenizer must be the backbone's (checked here,
+before any training).
+
 Evaluation reports loss, accuracy and macro-F1 from confusion matrices summed over ranks.
 Optional augmentation (masking, deletion) is seeded by (seed, step, sample), so a resumed job
 sees the same noise; with `compression.distill` the model is a student of a trained teacher.
@@ -13,6 +17,8 @@ import numpy as np
 
 from training.config import ResolvedJob
 from training.data import classification as cls_data
+from training.data.prepared import (PreparedExamples, Split, check_same_vocabulary, log_samples, open_dataset,
+                                    prepared_location, strided_splits, validation_dataset)
 from training.distributed import WorkerInfo, all_reduce_sum
 from training.errors import ConfigError
 from training.tasks.base import Task, equal_shares, read_splits, user_model
@@ -36,17 +42,48 @@ class ClassificationTask(Task):
             raise ConfigError("sequence-classification needs model.pretrained (a backbone with its tokenizer)")
         self.model_dir = resolve_pretrained(t.model.pretrained, t.checkpoint.endpoint_url)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        train_docs, val_docs = read_splits(job, with_labels=True)
-        self.classes = cls_data.label_map(train_docs + val_docs)
+        location = prepared_location(t.data, t.checkpoint.endpoint_url)
+        if location is None:
+            self._init_raw()
+        else:
+            self._init_prepared(location)
         self.num_labels = t.model.num_labels or len(self.classes)
         if len(self.classes) > self.num_labels:
             raise ConfigError(f"model.num_labels is {self.num_labels} but the data has {len(self.classes)} "
                              f"classes; set num_labels to at least {len(self.classes)}")
-        self.train_set = cls_data.encode(train_docs, self.tokenizer, self.classes, t.data.seq_len, "training")
-        self.val_set = cls_data.encode(val_docs, self.tokenizer, self.classes, t.data.seq_len, "validation")
         aug = t.data.augment
         self.augment = cls_data.Augmentation(aug.mask_prob, aug.delete_prob, self.tokenizer.mask_token_id) \
             if aug else None
+
+    def _init_raw(self) -> None:
+        """Small corpora: every rank reads and tokenizes the labelled texts."""
+        seq_len = self.job.training.data.seq_len
+        train_docs, val_docs = read_splits(self.job, with_labels=True)
+        self.classes = cls_data.label_map(train_docs + val_docs)
+        self.train_set: cls_data.LabelledSet | PreparedExamples = cls_data.encode(
+            train_docs, self.tokenizer, self.classes, seq_len, "training")
+        self.val_set: cls_data.LabelledSet | PreparedExamples = cls_data.encode(
+            val_docs, self.tokenizer, self.classes, seq_len, "validation")
+
+    def _init_prepared(self, location: str) -> None:
+        """Prepared examples by global index; the dataset's tokenizer must be the backbone's."""
+        data, endpoint = self.job.training.data, self.job.training.checkpoint.endpoint_url
+        dataset = open_dataset(location, data, endpoint, "classification")
+        check_same_vocabulary(dataset, self.model_dir, "the tokenizer of training.model.pretrained")
+        validation = validation_dataset(data, endpoint, "classification")
+        self.classes = sorted(set(dataset.label_map) | set(validation.label_map if validation else []))
+        if len(self.classes) < 2:
+            raise ConfigError(f"training.data: {location} has {len(self.classes)} distinct label(s); "
+                              f"classification needs at least 2")
+        if validation is not None:
+            check_same_vocabulary(validation, self.model_dir, "the tokenizer of training.model.pretrained")
+            n, m = dataset.num_examples, validation.num_examples
+            train_split, val_split = Split(n, 0, n), Split(m, 0, m)
+        else:
+            train_split, val_split = strided_splits(dataset.num_examples, data.validation_fraction)
+        index = {name: i for i, name in enumerate(self.classes)}
+        self.train_set = PreparedExamples(dataset, train_split, data.seq_len, index)
+        self.val_set = PreparedExamples(validation or dataset, val_split, data.seq_len, index)
 
     @property
     def train_size(self) -> int:
@@ -57,16 +94,18 @@ class ClassificationTask(Task):
         import torch
 
         from training.models.classifier import build_classifier
+        from training.models.sharded import sharded_construction
 
         torch.manual_seed(self.job.training.seed)
         model_cfg = self.job.training.model
         compression = self.job.training.compression
         if compression and compression.distill:
             return self._distilled_student(compression.distill)
-        if model_cfg.factory:
-            model, self.loss_fn = user_model(self.job, None)
-            return model
-        return build_classifier(self.model_dir, self.num_labels, model_cfg.overrides)
+        with sharded_construction(self.job, wrap_modules=bool(model_cfg.factory)):
+            if model_cfg.factory:
+                model, self.loss_fn = user_model(self.job, None)
+                return model
+            return build_classifier(self.model_dir, self.num_labels, model_cfg.overrides)
 
     def _distilled_student(self, distill: Any) -> "nn.Module":
         """The student of `distill.teacher`; the teacher must know the same classes."""
@@ -79,15 +118,17 @@ class ClassificationTask(Task):
         self.distiller = Distiller(teacher, distill, self.worker.device)
         return student
 
-    def _batch(self, data: cls_data.LabelledSet, indices: list[int], step: int | None) -> dict[str, "torch.Tensor"]:
-        seqs = [data.ids[i] for i in indices]
+    def _batch(self, data: cls_data.LabelledSet | PreparedExamples, indices: list[int],
+               step: int | None) -> dict[str, "torch.Tensor"]:
+        seqs, labels = zip(*(data.item(i) for i in indices))
         if self.augment is not None and step is not None:
             # Seeded by (seed, step, sample): the same sample gets the same noise after a resume.
-            seqs = [self.augment.apply(s, np.random.default_rng([self.job.training.seed, step, i]))
-                    for s, i in zip(seqs, indices)]
-        return cls_data.collate(seqs, [data.labels[i] for i in indices], self.tokenizer.pad_token_id or 0)
+            seqs = tuple(self.augment.apply(s, np.random.default_rng([self.job.training.seed, step, i]))
+                         for s, i in zip(seqs, indices))
+        return cls_data.collate(list(seqs), list(labels), self.tokenizer.pad_token_id or 0)
 
     def train_batch(self, indices: list[int], step: int) -> dict[str, "torch.Tensor"]:
+        log_samples(self.worker.rank, step, self.train_set.global_ids(indices))
         return self._batch(self.train_set, indices, step)
 
     def logits_and_loss(self, engine: Any, batch: dict[str, "torch.Tensor"]) -> tuple["torch.Tensor", "torch.Tensor"]:

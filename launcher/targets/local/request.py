@@ -80,7 +80,8 @@ def _absolute(path: str | None) -> str | None:
 def localize(spec: JobSpec) -> JobSpec:
     """A copy of `spec` with every local path made absolute."""
     t = spec.training
-    data = t.data.model_copy(update={"train": _absolute(t.data.train), "validation": _absolute(t.data.validation)})
+    data = t.data.model_copy(update={key: _absolute(getattr(t.data, key))
+                                     for key in ("train", "validation", "prepared", "cache_dir")})
     checkpoint = t.checkpoint.model_copy(update={"uri": _absolute(t.checkpoint.uri)})
     training = t.model_copy(update={"data": data, "checkpoint": checkpoint})
     return spec.model_copy(update={"training": training})

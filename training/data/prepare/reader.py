@@ -13,6 +13,8 @@ import bisect
 import hashlib
 import json
 import os
+import shutil
+import uuid
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -105,13 +107,26 @@ class PreparedDataset:
         if self.remote:
             local = self._cache_root / f"tokenizer-{self.manifest['tokenizer']['sha256'][:16]}"
             if not local.is_dir():
-                self.storage.download_dir(remote_dir, local)
+                self._download_tokenizer(remote_dir, local)
         else:
             local = local_path(remote_dir)
         if tokenizer_digest(local) != self.manifest["tokenizer"]["sha256"]:
             raise PreparedDataError(f"the tokenizer at {remote_dir} does not match the manifest of {self.uri} "
                                     f"(sha256 differs); prepare the dataset again")
         return local
+
+    def _download_tokenizer(self, remote_dir: str, local: Path) -> None:
+        """Download into a private directory, then rename it into place: the ranks of a node may race
+        here, and none of them must see a half-downloaded tokenizer (the loser drops its copy)."""
+        staging = local.with_name(f".{local.name}.{uuid.uuid4().hex}")
+        try:
+            self.storage.download_dir(remote_dir, staging)
+            os.rename(staging, local)
+        except OSError:
+            if not local.is_dir():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def document(self, i: int) -> np.ndarray:
         """The token ids of document i (causal LM: ending with EOS)."""
