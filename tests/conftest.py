@@ -74,3 +74,28 @@ def write_spec(tmp_path: Path) -> Callable[[Any], Path]:
         return path
 
     return write
+
+
+# --- leaving the test process ------------------------------------------------------------------
+# After every test has passed and pytest has printed its summary, the interpreter's own shutdown
+# sometimes dies with SIGABRT (exit 134, no Python frame: a native library's static destructors
+# racing a thread another library left running; seen about one run in three once torch, pyarrow
+# and the kubernetes client's thread pool are all loaded in one process). That would turn a green
+# run red. pytest's exit status is final once the session finishes, so the process leaves with it
+# directly; files are flushed first. DLAUNCH_TEST_CLEAN_EXIT=1 keeps the normal shutdown (to hunt
+# the crash).
+_SESSION_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _SESSION_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SESSION_STATUS and os.environ.get("DLAUNCH_TEST_CLEAN_EXIT") != "1":
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_SESSION_STATUS[-1])
