@@ -265,6 +265,19 @@ def read_or_note(client: kube.KubeClient, kind: kube.Kind, name: str, what: str,
         return False
 
 
+def list_or_note(client: kube.KubeClient, kind: kube.Kind, what: str, findings: Findings) -> list[Obj] | None:
+    """The namespace's objects of `kind`, or None (with a note that `what` was not checked) if we may
+    not list them."""
+    try:
+        found, _ = client.list(kind)
+    except kube.KubeRequestError as exc:
+        if exc.status != 403:
+            raise
+        findings.notes.append(f"cannot check {what}: you may not list {kind.plural}")
+        return None
+    return found
+
+
 def check_service_account(client: kube.KubeClient, spec: JobSpec, findings: Findings) -> None:
     """kubernetes.service_account exists: the serviceaccount admission plugin refuses pods naming a missing one."""
     name, namespace = spec.kubernetes.service_account, client.namespace
@@ -388,12 +401,8 @@ def amount(key: str, value: float) -> str:
 def check_quotas(client: kube.KubeClient, objects: list[Obj], findings: Findings) -> None:
     """No ResourceQuota of the namespace is smaller than the job (a problem), or fuller than leaves room
     for it now (a note: its pods wait for room). Scoped quotas are not checked."""
-    try:
-        quotas, _ = client.list(kube.RESOURCE_QUOTA)
-    except kube.KubeRequestError as exc:
-        if exc.status != 403:
-            raise
-        findings.notes.append("cannot check the namespace's ResourceQuotas: you may not list resourcequotas")
+    quotas = list_or_note(client, kube.RESOURCE_QUOTA, "the namespace's ResourceQuotas", findings)
+    if quotas is None:
         return
     need = job_usage(objects)
     for quota in quotas:
@@ -471,12 +480,8 @@ def check_node_fit(client: kube.KubeClient, spec: JobSpec, findings: Findings) -
     gpus = spec.resources.gpus_per_node
     if gpus == 0:
         return
-    try:
-        nodes, _ = client.list(kube.NODE)
-    except kube.KubeRequestError as exc:
-        if exc.status != 403:
-            raise
-        findings.notes.append("cannot check that a node can hold this job's pods: you may not list nodes")
+    nodes = list_or_note(client, kube.NODE, "that a node can hold this job's pods", findings)
+    if nodes is None:
         return
     misfits = [node_misfit(node, spec) for node in nodes]
     if not nodes or any(m is None for m in misfits):
