@@ -212,11 +212,17 @@ def main() -> None:
 
     from tests.s3server import SeaweedS3
 
-    with SeaweedS3.running(Path(tempfile.mkdtemp(prefix="bench-seaweedfs-"))) as server:
-        os.environ.update(server.env())
-        lower_priority(server.process.pid)
-        transfer = bench_transfer(server, args.file_mib) if args.file_mib else {"upload_ratio": 0, "download_ratio": 0}
-        saving = bench_saving(server, args.preset, args.saves, args.staging_dir)
+    # Everything the bench writes (server data, staged checkpoints, transfer files: several GB) lives
+    # under one temporary directory that is removed at the end.
+    with tempfile.TemporaryDirectory(prefix="bench-checkpoint-") as scratch:
+        tempfile.tempdir = scratch
+        with SeaweedS3.running(Path(tempfile.mkdtemp(prefix="bench-seaweedfs-"))) as server:
+            os.environ.update(server.env())
+            lower_priority(server.process.pid)
+            transfer = (bench_transfer(server, args.file_mib) if args.file_mib
+                        else {"upload_ratio": 0, "download_ratio": 0})
+            saving = bench_saving(server, args.preset, args.saves, args.staging_dir)
+        tempfile.tempdir = None
     for key, value in saving.items():
         print(f"{key:22} {value:8.3f}")
     print(json.dumps({
