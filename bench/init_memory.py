@@ -114,6 +114,12 @@ def worker(job_file: str, out_file: str) -> None:
     Path(out_file).write_text(json.dumps({"rank": worker_info.rank, "before_construction": before,
                                           "peaks": sampler.peaks, "parameters": parameter_count(model),
                                           "elements_held_after_construction": held}))
+    # Leave the gloo group before exit: a process that exits with it alive can abort in a C++
+    # thread destructor ("terminate called without an active exception") after its figures are written.
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def planned(spec: dict[str, Any]) -> tuple[Any, Any]:

@@ -15,6 +15,7 @@ from training.data.lm import split_documents
 from training.data.sources import Document, read_documents
 from training.distributed import WorkerInfo
 from training.errors import ConfigError
+from training.hostmem import memory_returned_to_os
 from training.imports import load_object
 
 if TYPE_CHECKING:
@@ -87,8 +88,13 @@ class Task(ABC):
         return {"train_samples": self.train_size}
 
     def prepare_model(self) -> "nn.Module":
-        """`build_model` plus the spec's activation checkpointing."""
-        model = self.build_model()
+        """`build_model` plus the spec's activation checkpointing.
+
+        Built with freed buffers handed back to the OS (`training.hostmem`): ZeRO-3 construction
+        gathers and frees every module once, and a rank should keep only its partition.
+        """
+        with memory_returned_to_os():
+            model = self.build_model()
         if self.job.training.activation_checkpointing:
             target = getattr(model, "backbone", model)
             if not hasattr(target, "gradient_checkpointing_enable"):
