@@ -25,6 +25,8 @@ from launcher.targets.kubernetes.client import (
     is_dlaunch_job, kind_of, main_kind,
 )
 from launcher.targets.kubernetes.kubeconfig import load_cluster
+from launcher.targets.kubernetes.prepare_job import SPEC_KEY as PREPARE_SPEC_KEY
+from launcher.targets.kubernetes.prepare_job import prepared_output
 from launcher.targets.kubernetes.pods import DEFAULT_NAMESPACE, JOB_LABEL, SPEC_HASH_ANNOTATION
 from launcher.targets.kubernetes.status import SUBMITTED_BY_ANNOTATION, USER_LABEL
 
@@ -245,6 +247,10 @@ class KubernetesBackend:
     def checkpoint_of(self, name: str) -> job_status.CheckpointInfo:
         """Where the job's checkpoints are and the last committed step, read from its ConfigMap."""
         config_maps, _ = self.client.list(CONFIG_MAP, f"{JOB_LABEL}={name}")
+        data_spec = next((cm["data"][PREPARE_SPEC_KEY] for cm in config_maps
+                          if PREPARE_SPEC_KEY in (cm.get("data") or {})), None)
+        if data_spec is not None:  # a `dlaunch prepare --on` job: it writes a dataset, not checkpoints
+            return job_status.CheckpointInfo(None, prepared_output(data_spec), "none: a prepare job writes a dataset")
         text = next((cm.get("data", {}).get("job.json") for cm in config_maps if "job.json" in cm.get("data", {})),
                     None)
         if text is None:

@@ -221,17 +221,18 @@ def ray_ttl_after_finished(spec: JobSpec) -> int:
     return DEFAULT_RAY_TTL_S if ttl is None else ttl
 
 
-def render_rayjob(spec: JobSpec) -> dict[str, Any]:
+def render_rayjob(spec: JobSpec, entrypoint: str = RAY_ENTRYPOINT) -> dict[str, Any]:
     """A KubeRay RayJob: a cluster of one head and `nodes` GPU workers, deleted (with its pods) the
     TTL after the job ends. The RayJob and its submitter Job (the driver's log) stay until `dlaunch
     cancel`: `deletionStrategy.deletionRules` could delete the RayJob itself, but KubeRay refuses
     them together with `shutdownAfterJobFinishes`, which a suspended (Kueue) RayJob requires
     (ray-operator/controllers/ray/utils/validation.go: ValidateRayJobSpec,
-    validateDeletionConfiguration), and they need the RayJobDeletionPolicy feature gate."""
+    validateDeletionConfiguration), and they need the RayJobDeletionPolicy feature gate.
+    `entrypoint` is what the head runs: Ray Train by default; `prepare_job.py` passes the prepare job's."""
     k8s = spec.kubernetes
     queue_label, suspend = queue_fields(spec)
     job_spec: dict[str, Any] = {
-        "entrypoint": RAY_ENTRYPOINT, "shutdownAfterJobFinishes": True,
+        "entrypoint": entrypoint, "shutdownAfterJobFinishes": True,
         "ttlSecondsAfterFinished": ray_ttl_after_finished(spec), "backoffLimit": k8s.max_restarts, **suspend,
     }
     if k8s.active_deadline is not None:

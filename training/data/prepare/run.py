@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -129,13 +129,8 @@ def _ray_units(spec: PrepareSpec, units: list[Unit], job: ShardJob) -> Iterator[
     import ray
     import ray.data
 
-    env = {"env_vars": {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}}
     if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(runtime_env=env, log_to_driver=False, logging_level="ERROR")
-        else:
-            ray.init(num_cpus=spec.num_cpus, runtime_env=env, include_dashboard=False, log_to_driver=False,
-                     logging_level="ERROR")
+        ray.init(**ray_init_args(spec.num_cpus, os.environ))
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -144,6 +139,25 @@ def _ray_units(spec: PrepareSpec, units: list[Unit], job: ShardJob) -> Iterator[
     dataset = dataset.map(_ray_task, fn_kwargs={"job": json.dumps(asdict(job))}, num_cpus=1)
     for row in dataset.iter_rows():
         yield json.loads(row["record"])
+
+
+def ray_init_args(num_cpus: int | None, environ: Mapping[str, str]) -> dict[str, Any]:
+    """`ray.init`'s arguments: join the cluster `RAY_ADDRESS` names, else start a local Ray.
+
+    On Kubernetes the RayJob's submitter runs `ray job submit --address <dashboard> -- <entrypoint>`
+    (KubeRay ray-operator/controllers/ray/common/job.go, `BuildJobSubmitCommand`), and Ray's job
+    supervisor starts the entrypoint inside the cluster (on the head) with `RAY_ADDRESS` set to the
+    cluster's GCS address (ray python/ray/dashboard/modules/job/job_supervisor.py,
+    `JobSupervisor._get_driver_env_vars`). An address is passed explicitly rather than left to
+    `ray.init`'s own reading of RAY_ADDRESS, so the choice is visible and testable here.
+    Joining a cluster takes neither `num_cpus` (`ray.init` refuses it: the cluster's nodes say
+    what they have) nor `include_dashboard` (the head runs its own)."""
+    env = {"env_vars": {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}}
+    common: dict[str, Any] = {"runtime_env": env, "log_to_driver": False, "logging_level": "ERROR"}
+    address = environ.get("RAY_ADDRESS")
+    if address:
+        return {"address": address, **common}
+    return {"num_cpus": num_cpus, "include_dashboard": False, **common}
 
 
 def _ray_task(row: dict[str, Any], job: str) -> dict[str, str]:
