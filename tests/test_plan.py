@@ -376,3 +376,28 @@ def test_submit_refuses_a_spec_that_cannot_fit(run_cli, write_spec) -> None:
     result = run_cli("submit", str(write_spec(data)))
     assert result.code == 2
     assert "does not fit" in result.err and "smallest change:" in result.err
+
+
+def test_a_prepared_dataset_gives_the_planned_vocabulary(tmp_path: Any) -> None:
+    """The worker builds a preset with the prepared dataset's tokenizer, so the planner counts that
+    vocabulary (its manifest's `tokenizer.vocab_size`), and says where the figure comes from."""
+    from launcher.plan import estimate_job, job_inputs, planned_vocabulary
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"tokenizer": {"vocab_size": 50_000}}))
+    spec = base_spec()
+    spec["training"]["data"] = {"prepared": str(tmp_path), "seq_len": 64}
+    job = JobSpec.model_validate(spec)
+    vocabulary = planned_vocabulary(job.training)
+    assert vocabulary.size == 50_000 and str(tmp_path) in vocabulary.source
+    assert job_inputs(job)[0].shape.vocab == 50_000  # what the memory model counts
+    assert f"vocabulary 50000 from the tokenizer of the prepared dataset {tmp_path}" in estimate_job(job).notes
+
+
+def test_an_unreadable_manifest_leaves_the_bpe_vocabulary_and_says_why(tmp_path: Any) -> None:
+    from launcher.plan import planned_vocabulary
+
+    spec = base_spec()
+    spec["training"]["data"] = {"prepared": str(tmp_path / "missing"), "seq_len": 64}
+    vocabulary = planned_vocabulary(JobSpec.model_validate(spec).training)
+    assert vocabulary.size == 4096  # training.data.tokenizer_vocab_size's default
+    assert "was not read here" in vocabulary.source and "missing" in vocabulary.source

@@ -65,7 +65,8 @@ from launcher.plan.search import (
     largest_fitting_micro,
     smallest_changes,
 )
-from launcher.plan.shape import GATED_MODEL_TYPES, ModelShape, planned_vocab_size, preset_kwargs, shape_from_config
+from launcher.plan.shape import GATED_MODEL_TYPES, ModelShape, preset_kwargs, shape_from_config
+from launcher.plan.vocab import Vocabulary, planned_vocab_size, planned_vocabulary
 
 __all__ = [
     "CREDENTIALS_HINT", "DEFAULT_MAX_MICRO", "DS_PREFETCH_BUCKET", "DS_REDUCE_BUCKET", "ELEMENT_BYTES",
@@ -74,7 +75,7 @@ __all__ = [
     "Option", "OptionRow", "Plan", "Scenario", "activation_bytes", "allowed_options", "choose",
     "construction_bytes", "count_parameters", "estimate_job", "fixed_layout", "host_bytes_per_rank", "job_inputs",
     "largest_fitting_micro", "meta_module", "model_shape", "model_state_bytes", "overhead_bytes",
-    "parameter_counts", "plan_batch", "plan_job", "planned_vocab_size", "preset_kwargs", "read_pretrained_config",
+    "parameter_counts", "plan_batch", "plan_job", "planned_vocab_size", "planned_vocabulary", "Vocabulary", "preset_kwargs", "read_pretrained_config",
     "saved_activation_bytes", "shape_from_config", "skipped_memory_check", "smallest_changes",
     "step_transient_bytes",
 ]

@@ -12,7 +12,7 @@ from launcher.plan.introspect import model_shape
 from launcher.plan.memory import PREFERENCE, DeepSpeedBuffers, Limits, Option
 from launcher.plan.report import Plan, common_notes, option_rows, problem_text
 from launcher.plan.search import Choice, Inputs, Scenario, choose, smallest_changes, target_micro
-from launcher.plan.shape import planned_vocab_size
+from launcher.plan.vocab import planned_vocab_size
 from launcher.quantity import format_bytes
 from launcher.spec import JobSpec, batch_problems
 from training.contract import BatchLayout

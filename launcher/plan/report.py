@@ -12,7 +12,7 @@ from typing import Any
 
 from launcher.plan.memory import HEADROOM, OPTIONS, Limits, Memory, Option
 from launcher.plan.search import Change, Inputs, Scenario, largest_fitting_micro
-from launcher.plan.shape import planned_vocab_size
+from launcher.plan.vocab import planned_vocabulary
 from launcher.quantity import format_bytes
 from launcher.spec import JobSpec
 from training.contract import BatchLayout
@@ -118,9 +118,9 @@ def option_rows(inputs: Inputs, scenario: Scenario, micro: int) -> list[OptionRo
 def common_notes(inputs: Inputs, spec: JobSpec) -> list[str]:
     """Notes every plan carries: where a preset's vocabulary comes from, whether activations are counted."""
     notes = []
-    if spec.training.model.preset:
-        notes.append(f"vocabulary {planned_vocab_size(spec.training)} from training.data.tokenizer_vocab_size "
-                     "(the worker's own BPE tokenizer; at most this many tokens)")
+    vocabulary = planned_vocabulary(spec.training)
+    if spec.training.model.preset and vocabulary.size is not None:
+        notes.append(f"vocabulary {vocabulary.size} from {vocabulary.source}")
     if not inputs.shape.knows_activations:
         notes.append("activation memory is unknown for this model (no transformers config); only model states "
                      "and overhead are counted")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from training.contract import ModelConfig, TrainingConfig
+from training.contract import ModelConfig
 
 # transformers `model_type`s whose MLP is gated (llama-like): three projections, four saved tensors.
 GATED_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3",
@@ -60,19 +60,6 @@ _GPT2_SHAPELESS = frozenset({
     "use_cache", "bos_token_id", "eos_token_id", "pad_token_id", "scale_attn_by_inverse_layer_idx",
     "reorder_and_upcast_attn",
 })
-
-
-def planned_vocab_size(training: TrainingConfig) -> int | None:
-    """The vocabulary a causal LM without a pretrained directory is built with (preset or factory).
-
-    The worker trains its own BPE tokenizer of `data.tokenizer_vocab_size` tokens and builds the
-    model with that vocabulary; it is an upper bound, since BPE on a small corpus may stop short.
-    Pretrained models and classifiers bring their own vocabulary, so None.
-    """
-    model = training.model
-    if model.type == "causal-lm" and model.pretrained is None:
-        return training.data.tokenizer_vocab_size
-    return None
 
 
 def preset_kwargs(name: str, vocab_size: int | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
