@@ -6,6 +6,7 @@ The official `kubernetes` client is used unmodified, over real HTTP (tests/fake_
 from __future__ import annotations
 
 import importlib.util
+import json
 import socket
 import threading
 from pathlib import Path
@@ -217,7 +218,7 @@ def test_a_failed_job_resubmitted_resumes_from_its_latest_checkpoint(fake_kube: 
     submit(spec)
     sim = JobSim(fake_kube, NAMESPACE, "kjob")
     sim.start()
-    sim.finish(succeeded=False)
+    sim.fail(0, 1)
     capsys.readouterr()
     assert submit(spec) == 0
     out = capsys.readouterr().out.splitlines()
@@ -226,6 +227,38 @@ def test_a_failed_job_resubmitted_resumes_from_its_latest_checkpoint(fake_kube: 
     assert out[2] == f"checkpoints: last committed step 75 ({CHECKPOINT_URI}/kjob/checkpoints); the job resumes from it"
     assert "status" not in sim.job()
 
+
+
+def test_a_changed_node_count_replaces_the_job_and_resumes_on_the_new_world_size(
+        fake_kube: FakeKubeApi, kubeconfig: Path, buckets: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`resources.nodes` 2 -> 4 under a running job that has committed step 75: refused without
+    --replace (both spec hashes named); with it, the Job is recreated for 4 indexes and torchrun's
+    `--nnodes=4`, and its ConfigMap's resolved job keeps the checkpoint root and the global batch 64,
+    re-planned as 4 ranks x micro 4 x accumulation 4 (was 2 x 4 x 8). That is what the workers need
+    to resume step 75 on the new world size: they convert it through DeepSpeed's universal
+    checkpoint, which tests/test_resume_world_size.py runs with real processes. Not verified here:
+    pods of a real cluster doing so."""
+    checkpoints = buckets / CHECKPOINT_URI.removeprefix("s3://") / "kjob" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "latest").write_text("step-75\n")
+    submit(k8s_spec())
+    sim = JobSim(fake_kube, NAMESPACE, "kjob")
+    sim.start()
+    wider = k8s_spec(resources={**k8s_spec()["resources"], "nodes": 4})
+    with pytest.raises(ClusterError, match="pass --replace to delete it and start again from its latest checkpoint"):
+        submit(wider)
+    capsys.readouterr()
+    assert submit(wider, replace=True) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"checkpoints: last committed step 75 ({CHECKPOINT_URI}/kjob/checkpoints); the job resumes from it" in out
+    job = sim.job()
+    assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (4, 4)
+    assert "--nnodes=4" in job["spec"]["template"]["spec"]["containers"][0]["args"]
+    resolved = json.loads(fake_kube.get("v1", "ConfigMap", "kjob-config", NAMESPACE)["data"]["job.json"])
+    layout = resolved["layout"]
+    assert (layout["data_parallel"], layout["micro"], layout["grad_accum"]) == (4, 4, 4)
+    assert resolved["training"]["batch"]["global"] == 64
+    assert resolved["training"]["checkpoint"]["uri"] == CHECKPOINT_URI
 
 # ----- retries ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("inject", [
@@ -294,10 +327,11 @@ def test_wait_relists_after_410_gone(fake_kube: FakeKubeApi, kubeconfig: Path, b
     fake_kube.wait_for(lambda: watches(fake_kube))
     with fake_kube.streams_cut():  # the job fails while the watch is down, and history is compacted
         sim.start()
-        sim.finish(succeeded=False)
+        sim.fail(0, 1)
         fake_kube.compact()
     thread.join(10)
-    assert outcome["result"] == JobState("Failed", "BackoffLimitExceeded: Job has reached the specified backoff limit")
+    assert outcome["result"] == JobState("Failed", "MaxFailedIndexesExceeded: Job has exceeded the specified maximal number of failed "
+                                                  "indexes")
     relists = [r for r in fake_kube.requests if r.path == JOB_PATH and not r.watch]
     assert [r.query["fieldSelector"] for r in relists] == ["metadata.name=kjob"]
 

@@ -141,10 +141,10 @@ def test_status_json_and_pod_replacements_counted_as_restarts(job: Submitted, ru
 
 def test_status_of_a_failed_job(job: Submitted, run_cli: Any) -> None:
     job.sim.start()
-    job.sim.finish(succeeded=False)
+    job.sim.fail(0, 1)
     assert run_cli("status", str(job.path)).out.splitlines()[0] == (
-        "job kjob (deepspeed, namespace dlaunch): Failed (BackoffLimitExceeded: Job has reached the specified "
-        "backoff limit)")
+        "job kjob (deepspeed, namespace dlaunch): Failed (MaxFailedIndexesExceeded: Job has exceeded the "
+        "specified maximal number of failed indexes)")
 
 
 def test_status_by_name_in_the_contexts_namespace(job: Submitted, run_cli: Any) -> None:
