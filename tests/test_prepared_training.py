@@ -73,6 +73,13 @@ def test_causal_lm_reads_windows_of_the_prepared_token_stream(lm_dataset: Path, 
     logged = [json.loads(line) for line in (tmp_path / "samples" / "rank-0.jsonl").read_text().splitlines()]
     assert logged == [{"step": 3, "ids": [0, 5, task.train_size - 1]}]
     assert task.describe()["prepared"] is True
+    # int8 calibration (compression.quantize.keep_float_layers) reads no raw text: the held-out
+    # windows, decoded with the dataset's tokenizer, tokenize back to the same ids.
+    texts = task.validation_texts(3)
+    from tokenizers import Tokenizer
+
+    reencoded = [Tokenizer.from_str(tokenizer).encode(text, add_special_tokens=False).ids for text in texts]
+    assert len(texts) == 3 and reencoded[0] == held_out.tolist()
 
 
 def test_a_prepared_dataset_in_train_is_detected(lm_dataset: Path, tmp_path: Path) -> None:
@@ -147,6 +154,9 @@ def test_classification_reads_prepared_examples_with_labels(tmp_path: Path) -> N
         width = min(len(ids), 16)
         assert batch["input_ids"][row, :width].tolist() == [*ids[:width - 1].tolist(), int(ids[-1])]
         assert int(batch["labels"][row]) == label
+    texts = task.validation_texts(2)  # int8 calibration: held-out examples (as the model sees them) as text
+    first_ids, _ = task.val_set.item(0)
+    assert len(texts) == 2 and texts[0] == task.tokenizer.decode(first_ids, skip_special_tokens=True) != ""
 
 
 def test_classification_data_with_another_tokenizer_is_refused(tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ def train(job: ResolvedJob, on_checkpoint: Callable[[int, dict[str, Any]], None]
     state = trainer.run()
     trainer.report_committed(ctx.checkpoints.close())  # also waits for the checkpoint written on SIGTERM
     if ctx.worker.is_main and state.stop_reason != "preempted":
-        post_training(ctx, state.step)
+        post_training(ctx, state.step, task)
     ctx.tracker.log("end", step=state.step, reason=state.stop_reason or "max_steps", best=trainer.best_summary())
     ctx.tracker.summary({"final_step": state.step, **trainer.best_summary()})
     ctx.tracker.finish()

@@ -44,6 +44,11 @@ def read_splits(job: ResolvedJob, with_labels: bool) -> tuple[list[Document], li
     return split_documents(docs, data.validation_fraction, job.training.seed)
 
 
+def first_indices(samples: Any, count: int) -> list[int]:
+    """Indices of the first `count` samples of a split (all of them when it has fewer)."""
+    return list(range(min(count, len(samples))))
+
+
 def user_model(job: ResolvedJob, vocab_size: int | None) -> tuple["nn.Module", LossFn | None]:
     """`model.factory` -> the user's module, and their loss function when they return one."""
     factory = load_object(job.training.model.factory or "", "model.factory")
@@ -82,6 +87,13 @@ class Task(ABC):
     @abstractmethod
     def loss(self, engine: Any, batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":
         """The training loss of one micro-batch through `engine`."""
+
+    def validation_texts(self, count: int) -> list[str]:
+        """Up to `count` held-out texts (the calibration input of `compression.quantize.keep_float_layers`):
+        the first validation documents of raw text. Prepared data keeps no text: tasks on it decode
+        their validation samples instead."""
+        _, validation = read_splits(self.job, with_labels=False)
+        return [doc.text for doc in validation[:count]]
 
     def describe(self) -> dict[str, Any]:
         """Sizes for the job's start-up log line."""

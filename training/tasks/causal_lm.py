@@ -20,7 +20,7 @@ from training.data.prepared import (LMSamples, Split, check_model_vocab_size, ch
 from training.data.tokenizer import EOS, tokenizer_from_json, train_bpe
 from training.distributed import WorkerInfo, all_reduce_sum, broadcast_object
 from training.errors import ConfigError
-from training.tasks.base import Task, equal_shares, read_splits, user_model
+from training.tasks.base import Task, first_indices, equal_shares, read_splits, user_model
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +44,7 @@ class CausalLMTask(Task):
         super().__init__(job, worker, job_root)
         location = prepared_location(job.training.data, job.training.checkpoint.endpoint_url)
         text = self._init_raw() if location is None else self._init_prepared(location)
+        self._tokenizer_text = text
         self.vocab_size = tokenizer_from_json(text).get_vocab_size()
 
     def _init_raw(self) -> str:
@@ -78,6 +79,14 @@ class CausalLMTask(Task):
         if self.worker.is_main:
             self._save_tokenizer(text)
         return text
+
+    def validation_texts(self, count: int) -> list[str]:
+        """Raw text: the validation documents; prepared data: its validation windows, decoded."""
+        if not isinstance(self.val_data, LMSamples):
+            return super().validation_texts(count)
+        indices = first_indices(self.val_data, count)
+        rows = self.val_data.batch(indices)["input_ids"].tolist() if indices else []
+        return tokenizer_from_json(self._tokenizer_text).decode_batch(rows, skip_special_tokens=True)
 
     def _tokenizer_json(self, texts: list[str]) -> str:
         """Rank 0 loads the pretrained or saved tokenizer, or trains one; every rank gets the same."""

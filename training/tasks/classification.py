@@ -21,7 +21,7 @@ from training.data.prepared import (PreparedExamples, Split, check_same_vocabula
                                     prepared_location, strided_splits, validation_dataset)
 from training.distributed import WorkerInfo, all_reduce_sum
 from training.errors import ConfigError
-from training.tasks.base import Task, equal_shares, read_splits, user_model
+from training.tasks.base import Task, first_indices, equal_shares, read_splits, user_model
 
 if TYPE_CHECKING:
     import torch
@@ -84,6 +84,13 @@ class ClassificationTask(Task):
         index = {name: i for i, name in enumerate(self.classes)}
         self.train_set = PreparedExamples(dataset, train_split, data.seq_len, index)
         self.val_set = PreparedExamples(validation or dataset, val_split, data.seq_len, index)
+
+    def validation_texts(self, count: int) -> list[str]:
+        """Raw text: the validation documents; prepared data: its validation examples, decoded."""
+        if not isinstance(self.val_set, PreparedExamples):
+            return super().validation_texts(count)
+        rows = [self.val_set.item(j)[0] for j in first_indices(self.val_set, count)]
+        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
 
     @property
     def train_size(self) -> int:
