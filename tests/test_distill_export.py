@@ -71,15 +71,17 @@ def test_student_is_distilled_then_quantized_and_exported(teacher, tmp_path: Pat
 
 
 def test_distillation_gives_the_same_losses_under_every_zero_stage_and_on_ray(teacher, tmp_path: Path) -> None:
-    """One distillation job (fp32 student, bf16 teacher) under ZeRO-0, 2 and 3 and on Ray Train.
+    """One distillation job (fp32 student, bf16 teacher) under ZeRO-2 and 3 and on Ray Train.
 
     Ray runs the same loop with the same DeepSpeed engine inside its workers, so its losses equal
-    the DeepSpeed backend's bit for bit; ZeRO-0 and ZeRO-3 partition differently and sum in another
-    order, so they agree to float rounding. Not verified here: ZeRO with CPU offload, KubeRay.
+    the DeepSpeed backend's bit for bit; ZeRO-3 partitions parameters too and sums in another order,
+    so it agrees to float rounding. Not verified here: ZeRO-0/1 (they share ZeRO-2's path for the
+    teacher, which is never partitioned; tests/test_training_workflow.py compares ZeRO 0-3 without
+    distillation), ZeRO with CPU offload, KubeRay.
     """
     distill = {"teacher": str(teacher["checkpoints"]), "temperature": 2.0, "alpha": 0.7, "student_layers": 3}
     curves = {}
-    for backend, stage in (("deepspeed", 2), ("ray", 2), ("deepspeed", 0), ("deepspeed", 3)):
+    for backend, stage in (("deepspeed", 2), ("ray", 2), ("deepspeed", 3)):
         spec = classifier_spec(tmp_path, f"distill-{backend}-z{stage}", teacher["train"], teacher["val"],
                                compression={"distill": distill})
         spec["backend"] = backend
@@ -91,8 +93,7 @@ def test_distillation_gives_the_same_losses_under_every_zero_stage_and_on_ray(te
     reference = curves[("deepspeed", 2)]
     assert len(reference) == 4 and all(0.0 < loss < 20.0 for loss in reference)
     assert curves[("ray", 2)] == reference
-    for stage in (0, 3):
-        assert curves[("deepspeed", stage)] == pytest.approx(reference, rel=1e-3), stage
+    assert curves[("deepspeed", 3)] == pytest.approx(reference, rel=1e-3)
 
 
 @pytest.mark.parametrize("fmt,quantize", [("onnx", False), ("torchscript", True)])

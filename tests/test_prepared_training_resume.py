@@ -106,7 +106,7 @@ def test_the_uninterrupted_run_consumes_one_global_batch_of_distinct_ids_per_ste
     assert ids_by_step(runs["stopped"]) == {s: steps[s] for s in range(STOP_AT)}
 
 
-@pytest.mark.parametrize("ranks", [2, 1, 3])
+@pytest.mark.parametrize("ranks", [1, 3])  # the same world size resumes through the same sampler state
 def test_resume_on_other_world_sizes_consumes_the_same_sample_ids(ranks: int, runs: dict[str, Path], dataset: Path,
                                                                    tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:

@@ -56,7 +56,9 @@ def test_ray_driver_decides_on_the_workers_exception_types(worker_errors: dict, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage,precision", [(2, "fp32"), (2, "bf16")])
+# bf16 only: fp32 equality of the two backends is checked by the distillation test
+# (tests/test_distill_export.py), which runs the same job on both.
+@pytest.mark.parametrize("stage,precision", [(2, "bf16")])
 def test_ray_backend_matches_deepspeed_backend_bit_for_bit(tmp_path: Path, stage: int, precision: str) -> None:
     """Same seed, data, model and ZeRO stage: the DeepSpeed engine inside Ray does the same math."""
     curves = {}

@@ -7,6 +7,8 @@ submitted there with `dlaunch submit`: the workers convert it to a DeepSpeed uni
 (`step-<STOP>.universal/`, next to the original) and train on. Checked for every later step: the
 loss against the uninterrupted run (relative 1e-3 in fp32; the bf16 figure is printed), the
 fingerprint of the global sample ids trained on, and that no file of the original checkpoint changed.
+DeepSpeed's launcher for ZeRO-2 and ZeRO-3 in fp32 and bf16 (on 1 and 3 ranks) and ZeRO-2 with the
+optimizer offloaded (on 1); Ray Train (a local TorchTrainer) for ZeRO-3 in fp32 (on 3 workers).
 The global batch (12) is kept: the planner re-derives micro x accumulation for each world size.
 """
 
@@ -34,16 +36,20 @@ GLOBAL_BATCH = 12
 JOB_TIMEOUT_S = 300
 FP32_TOLERANCE = 1e-3
 BF16_TOLERANCE = 3e-2  # bf16 rounds activations and weights: summation order shows at about 1e-2
-# name: (precision, ZeRO stage, offload_optimizer)
-LAYOUTS = {"fp32-zero2": ("fp32", 2, False), "fp32-zero3": ("fp32", 3, False),
-           "bf16-zero2": ("bf16", 2, False), "bf16-zero3": ("bf16", 3, False),
-           "fp32-zero2-offload": ("fp32", 2, True)}
+# name: (backend, precision, ZeRO stage, offload_optimizer, world sizes resumed on)
+LAYOUTS = {"fp32-zero2": ("deepspeed", "fp32", 2, False, (1, 3)), "fp32-zero3": ("deepspeed", "fp32", 3, False, (1, 3)),
+           "bf16-zero2": ("deepspeed", "bf16", 2, False, (1, 3)), "bf16-zero3": ("deepspeed", "bf16", 3, False, (1, 3)),
+           # One size each (the conversion is the same code path; each run costs the suite ~25 s):
+           # offloaded optimizer state shrinks to 1 rank, Ray Train's TorchTrainer grows to 3 workers.
+           "fp32-zero2-offload": ("deepspeed", "fp32", 2, True, (1,)),
+           "ray-fp32-zero3": ("ray", "fp32", 3, False, (3,))}
 
 
-def write_spec(directory: Path, ranks: int, precision: str, stage: int, offload: bool) -> Path:
+def write_spec(directory: Path, ranks: int, backend: str, precision: str, stage: int, offload: bool) -> Path:
     """The job's spec for `ranks` local ranks; everything but the resources is the same for every run."""
     spec = base_spec()
     spec["name"] = "reshard"
+    spec["backend"] = backend
     spec["resources"] = {"nodes": 1, "gpus_per_node": ranks}
     zero: dict[str, Any] = {"stage": stage}
     if offload:
@@ -95,14 +101,14 @@ def file_hashes(directory: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_two_rank_checkpoint_resumes_on_one_and_three_ranks(tmp_path: Path, layout: str) -> None:
-    precision, stage, offload = LAYOUTS[layout]
-    reference = train_steps(submit(write_spec(tmp_path / "reference", 2, precision, stage, offload)))
+    backend, precision, stage, offload, sizes = LAYOUTS[layout]
+    reference = train_steps(submit(write_spec(tmp_path / "reference", 2, backend, precision, stage, offload)))
     assert sorted(reference) == list(range(1, MAX_STEPS + 1))
     tolerance = FP32_TOLERANCE if precision == "fp32" else BF16_TOLERANCE
     figures = {}
-    for ranks in (1, 3):
+    for ranks in sizes:
         directory = tmp_path / f"ranks-{ranks}"
-        spec = write_spec(directory, ranks, precision, stage, offload)
+        spec = write_spec(directory, ranks, backend, precision, stage, offload)
         checkpoints = copy_stopped_job(tmp_path / "reference", directory)
         original = file_hashes(checkpoints / f"step-{STOP}")
         events = submit(spec)
