@@ -226,7 +226,7 @@ def test_failed_post_training_work_is_recorded_not_raised(tmp_path: Path, monkey
 
     from training import after_training
 
-    def failing_export(ctx: object) -> None:
+    def failing_export(ctx: object, task: object = None) -> None:
         raise OSError("upload refused")
 
     monkeypatch.setattr(after_training, "compress_after_training", failing_export)
