@@ -228,13 +228,12 @@ def test_a_failed_job_resubmitted_resumes_from_its_latest_checkpoint(fake_kube: 
     assert "status" not in sim.job()
 
 
-
 def test_a_changed_node_count_replaces_the_job_and_resumes_on_the_new_world_size(
         fake_kube: FakeKubeApi, kubeconfig: Path, buckets: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`resources.nodes` 2 -> 4 under a running job that has committed step 75: refused without
-    --replace (both spec hashes named); with it, the Job is recreated for 4 indexes and torchrun's
+    --replace; with it, the Job is recreated for 4 indexes and torchrun's
     `--nnodes=4`, and its ConfigMap's resolved job keeps the checkpoint root and the global batch 64,
-    re-planned as 4 ranks x micro 4 x accumulation 4 (was 2 x 4 x 8). That is what the workers need
+    re-planned as 4 ranks x micro 4 x accumulation 4 (2 x 4 x 8 before). That is what the workers need
     to resume step 75 on the new world size: they convert it through DeepSpeed's universal
     checkpoint, which tests/test_resume_world_size.py runs with real processes. Not verified here:
     pods of a real cluster doing so."""
@@ -250,7 +249,8 @@ def test_a_changed_node_count_replaces_the_job_and_resumes_on_the_new_world_size
     capsys.readouterr()
     assert submit(wider, replace=True) == 0
     out = capsys.readouterr().out.splitlines()
-    assert f"checkpoints: last committed step 75 ({CHECKPOINT_URI}/kjob/checkpoints); the job resumes from it" in out
+    resumes = f"checkpoints: last committed step 75 ({CHECKPOINT_URI}/kjob/checkpoints); the job resumes from it"
+    assert resumes in out
     job = sim.job()
     assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (4, 4)
     assert "--nnodes=4" in job["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -259,6 +259,7 @@ def test_a_changed_node_count_replaces_the_job_and_resumes_on_the_new_world_size
     assert (layout["data_parallel"], layout["micro"], layout["grad_accum"]) == (4, 4, 4)
     assert resolved["training"]["batch"]["global"] == 64
     assert resolved["training"]["checkpoint"]["uri"] == CHECKPOINT_URI
+
 
 # ----- retries ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("inject", [
@@ -330,8 +331,8 @@ def test_wait_relists_after_410_gone(fake_kube: FakeKubeApi, kubeconfig: Path, b
         sim.fail(0, 1)
         fake_kube.compact()
     thread.join(10)
-    assert outcome["result"] == JobState("Failed", "MaxFailedIndexesExceeded: Job has exceeded the specified maximal number of failed "
-                                                  "indexes")
+    assert outcome["result"] == JobState(
+        "Failed", "MaxFailedIndexesExceeded: Job has exceeded the specified maximal number of failed indexes")
     relists = [r for r in fake_kube.requests if r.path == JOB_PATH and not r.watch]
     assert [r.query["fieldSelector"] for r in relists] == ["metadata.name=kjob"]
 

@@ -401,3 +401,12 @@ def test_an_unreadable_manifest_leaves_the_bpe_vocabulary_and_says_why(tmp_path:
     vocabulary = planned_vocabulary(JobSpec.model_validate(spec).training)
     assert vocabulary.size == 4096  # training.data.tokenizer_vocab_size's default
     assert "was not read here" in vocabulary.source and "missing" in vocabulary.source
+
+
+def test_a_manifest_in_train_is_found_as_the_worker_finds_it(tmp_path: Any) -> None:
+    from launcher.plan import planned_vocabulary
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"tokenizer": {"vocab_size": 32_000}}))
+    spec = base_spec()
+    spec["training"]["data"] = {"train": str(tmp_path), "seq_len": 64}
+    assert planned_vocabulary(JobSpec.model_validate(spec).training).size == 32_000

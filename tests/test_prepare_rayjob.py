@@ -155,6 +155,20 @@ def test_cluster_options_need_on_and_local_options_refuse_it(specs: tuple[Path, 
     assert run_cli("prepare", str(specs[0]), "--dry-run").code == 2
     result = run_cli("prepare", str(specs[0]), "--on", str(specs[1]), "--inline")
     assert result.code == 2 and "--inline" in result.err
+    both = run_cli("prepare", str(specs[0]), "--on", str(specs[1]), "--dry-run", "--wait")
+    assert both.code == 2 and "--wait" in both.err
+
+
+def test_the_pods_use_the_cluster_specs_s3_endpoint_unless_the_data_spec_names_one(tmp_path: Path) -> None:
+    """A store other than AWS (MinIO, SeaweedFS) named only in the cluster spec's checkpoint settings
+    is where the prepare pods read and write too; the data spec's own endpoint wins."""
+    endpoint = "http://minio.storage.svc:9000"
+    cluster = {**CLUSTER, "training": {**CLUSTER["training"],
+                                       "checkpoint": {**CLUSTER["training"]["checkpoint"], "endpoint_url": endpoint}}}
+    cluster_path = write(tmp_path, "cluster.yaml", cluster)
+    for data, expected in ((DATA, endpoint), ({**DATA, "endpoint_url": "http://other:9000"}, "http://other:9000")):
+        config_map = by_kind(rendered(write(tmp_path, "data.yaml", data), cluster_path))["ConfigMap"]
+        assert json.loads(config_map["data"][Path(SPEC_FILE).name])["endpoint_url"] == expected
 
 
 def test_a_bad_data_spec_is_an_error_not_a_traceback(tmp_path: Path, specs: tuple[Path, Path], run_cli: Any) -> None:

@@ -226,12 +226,12 @@ def test_failed_post_training_work_is_recorded_not_raised(tmp_path: Path, monkey
 
     from training import after_training
 
-    def failing_export(ctx: object, task: object = None) -> None:
+    def failing_export(ctx: object, task: object) -> None:
         raise OSError("upload refused")
 
     monkeypatch.setattr(after_training, "compress_after_training", failing_export)
     monkeypatch.setenv(agent.STATUS_DIR_ENV, str(tmp_path))
     tracker = RecordingTracker()
-    after_training.post_training(SimpleNamespace(tracker=tracker), 9)  # type: ignore[arg-type]
+    after_training.post_training(SimpleNamespace(tracker=tracker), 9, SimpleNamespace())  # type: ignore[arg-type]
     assert tracker.events == [("post_training_failed", {"step": 9, "error": "OSError: upload refused"})]
     assert agent.post_training_failure(tmp_path) == "step 9: OSError: upload refused"

@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("training.after_training")
 
 
-def compress_after_training(ctx: "TrainContext", task: "Task | None" = None) -> None:
+def compress_after_training(ctx: "TrainContext", task: "Task") -> None:
     """Rank 0: quantize / export the final checkpoint as the spec's `compression:` asks, upload the
-    artifacts to `<job root>/artifacts/` and log them (W&B artifacts too). `task` (the job's, when
-    the caller has it) gives the calibration texts of `keep_float_layers`."""
+    artifacts to `<job root>/artifacts/` and log them (W&B artifacts too). The job's `task` gives
+    the calibration texts of `keep_float_layers` (`Task.validation_texts`)."""
     import tempfile
 
     from training.checkpoint.storage import storage_for
@@ -65,33 +65,17 @@ def _export_hf(ctx: "TrainContext", trained: Any, storage: Any, out: Path) -> No
                     max_abs_diff=result.max_abs_diff, agreement=None)
 
 
-def _float_layers_to_keep(ctx: "TrainContext", trained: Any, task: "Task | None") -> list[str]:
+def _float_layers_to_keep(ctx: "TrainContext", trained: Any, task: "Task") -> list[str]:
     """The Linear layers `quantize.keep_float_layers` keeps float, ranked on held-out texts."""
     from training.compress.pipeline import float_layers_to_keep
 
     quantize = ctx.job.training.compression.quantize if ctx.job.training.compression else None
     if not quantize or not quantize.keep_float_layers:
         return []
-    texts = calibration_texts(ctx, quantize.calibration_samples, task)
+    texts = task.validation_texts(quantize.calibration_samples)
     keep_float = float_layers_to_keep(trained, texts, quantize.keep_float_layers)
     ctx.tracker.log("quantize", step=trained.step, keep_float=keep_float, calibration_samples=len(texts))
     return keep_float
-
-
-def calibration_texts(ctx: "TrainContext", count: int, task: "Task | None") -> list[str]:
-    """Up to `count` validation texts: the task's (`Task.validation_texts`: decoded samples of prepared
-    data). Without a task, raw text is read as the task would read it; prepared data builds the task,
-    which on prepared data reads no text and runs no collective, so rank 0 may do it alone."""
-    from training.data.prepared import prepared_location
-    from training.tasks import read_splits
-
-    if task is None:
-        data = ctx.job.training.data
-        if prepared_location(data, ctx.job.training.checkpoint.endpoint_url) is None:
-            _, validation = read_splits(ctx.job, with_labels=False)
-            return [doc.text for doc in validation[:count]]
-        task = ctx.make_task()
-    return task.validation_texts(count)
 
 
 def record_post_training_failure(message: str) -> None:
@@ -103,7 +87,7 @@ def record_post_training_failure(message: str) -> None:
         (Path(status_dir) / POST_TRAINING_MARKER).write_text(message + "\n", encoding="utf-8")
 
 
-def post_training(ctx: "TrainContext", step: int, task: "Task | None" = None) -> None:
+def post_training(ctx: "TrainContext", step: int, task: "Task") -> None:
     """Run `compress_after_training`; report a failure (see the module docstring), never raise it."""
     try:
         compress_after_training(ctx, task)

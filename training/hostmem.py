@@ -12,9 +12,10 @@ model whose bf16 partition is 310 MB; with a fixed 1 MiB threshold it grew by 33
 `mallopt(M_MMAP_THRESHOLD, n)` fixes the threshold (and turns the dynamic adjustment off, see
 mallopt(3)); the same tuning Lighthouse ships (`malloc_utils`) and the `MALLOC_MMAP_THRESHOLD_`
 environment variable does. After construction the threshold is set to the ceiling the dynamic
-rule climbs to in a warmed-up process (the loop's buffers below it come from the heap and are
-reused step after step), and `malloc_trim` returns what the heap still holds. On a libc without `mallopt` (musl, macOS)
-this does nothing.
+rule climbs to in a warmed-up process, with the trim threshold the rule pairs with it (twice
+that: setting one by hand turns the rule off for both), so the loop's buffers below it come from
+the heap and are reused step after step; `malloc_trim` returns what the heap still holds. On a
+libc without `mallopt` (musl, macOS) this does nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
-M_MMAP_THRESHOLD = -3  # malloc.h
+M_TRIM_THRESHOLD = -1  # malloc.h
+M_MMAP_THRESHOLD = -3
 CONSTRUCTION_THRESHOLD = 1 << 20
 STEADY_THRESHOLD = 32 << 20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: where the dynamic rule ends up
 
@@ -34,9 +36,15 @@ STEADY_THRESHOLD = 32 << 20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: where the d
 def _glibc() -> ctypes.CDLL | None:
     """glibc, when this process runs on it (the functions below are glibc extensions)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")
     except OSError:
-        return None
+        name = ctypes.util.find_library("c")  # runs `ldconfig -p`: only when the usual name is absent
+        try:
+            libc = ctypes.CDLL(name) if name else None
+        except OSError:
+            return None
+        if libc is None:
+            return None
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
@@ -44,6 +52,12 @@ def set_mmap_threshold(size: int) -> bool:
     """Serve every allocation of `size` bytes or more from mmap; True when glibc took the setting."""
     libc = _glibc()
     return bool(libc and libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(size)) == 1)
+
+
+def set_trim_threshold(size: int) -> bool:
+    """Keep up to `size` free bytes at the top of the heap before giving them back to the kernel."""
+    libc = _glibc()
+    return bool(libc and libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(size)) == 1)
 
 
 def trim() -> None:
@@ -62,4 +76,5 @@ def memory_returned_to_os() -> Iterator[None]:
     finally:
         if applied:
             set_mmap_threshold(STEADY_THRESHOLD)
+            set_trim_threshold(2 * STEADY_THRESHOLD)  # what the dynamic rule pairs with that threshold
             trim()

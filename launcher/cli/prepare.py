@@ -42,6 +42,8 @@ def command(spec_path: str, num_cpus: int | None, inline: bool, cluster_spec: st
             raise click.UsageError(f"{', '.join(cluster_only)} only apply with --on CLUSTER_SPEC")
         prepare_here(spec_path, num_cpus, inline)
         return 0
+    if dry_run and wait:
+        raise click.UsageError("--dry-run applies nothing, so there is nothing to --wait for: pass one of them")
     if num_cpus or inline:
         raise click.UsageError("--num-cpus and --inline only apply on this machine: on a cluster, "
                                "resources.nodes and resources.cpu of CLUSTER_SPEC size the Ray cluster")

@@ -72,10 +72,11 @@ __all__ = [
     "CREDENTIALS_HINT", "DEFAULT_MAX_MICRO", "DS_PREFETCH_BUCKET", "DS_REDUCE_BUCKET", "ELEMENT_BYTES",
     "GATED_MODEL_TYPES", "HEADROOM", "HOST_RUNTIME", "OPTIONS", "PREFERENCE", "RUNTIME_OVERHEAD", "SEQ_STEP",
     "Change", "Choice", "DeepSpeedBuffers", "Inputs", "Lever", "Limits", "Memory", "ModelShape", "ModelStates",
-    "Option", "OptionRow", "Plan", "Scenario", "activation_bytes", "allowed_options", "choose",
+    "Option", "OptionRow", "Plan", "Scenario", "Vocabulary", "activation_bytes", "allowed_options", "choose",
     "construction_bytes", "count_parameters", "estimate_job", "fixed_layout", "host_bytes_per_rank", "job_inputs",
     "largest_fitting_micro", "meta_module", "model_shape", "model_state_bytes", "overhead_bytes",
-    "parameter_counts", "plan_batch", "plan_job", "planned_vocab_size", "planned_vocabulary", "Vocabulary", "preset_kwargs", "read_pretrained_config",
+    "parameter_counts", "plan_batch", "plan_job", "planned_vocab_size", "planned_vocabulary", "preset_kwargs",
+    "read_pretrained_config",
     "saved_activation_bytes", "shape_from_config", "skipped_memory_check", "smallest_changes",
     "step_transient_bytes",
 ]

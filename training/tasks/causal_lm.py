@@ -20,7 +20,7 @@ from training.data.prepared import (LMSamples, Split, check_model_vocab_size, ch
 from training.data.tokenizer import EOS, tokenizer_from_json, train_bpe
 from training.distributed import WorkerInfo, all_reduce_sum, broadcast_object
 from training.errors import ConfigError
-from training.tasks.base import Task, first_indices, equal_shares, read_splits, user_model
+from training.tasks.base import Task, equal_shares, first_indices, read_splits, user_model
 
 if TYPE_CHECKING:
     import torch

@@ -21,7 +21,7 @@ from training.data.prepared import (PreparedExamples, Split, check_same_vocabula
                                     prepared_location, strided_splits, validation_dataset)
 from training.distributed import WorkerInfo, all_reduce_sum
 from training.errors import ConfigError
-from training.tasks.base import Task, first_indices, equal_shares, read_splits, user_model
+from training.tasks.base import Task, equal_shares, first_indices, read_splits, user_model
 
 if TYPE_CHECKING:
     import torch

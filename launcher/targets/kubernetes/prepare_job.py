@@ -138,10 +138,21 @@ def render_prepare_configmap(job: JobSpec, data: "PrepareSpec") -> dict[str, Any
             "data": {SPEC_KEY: data_spec_json(data)}}
 
 
+def with_cluster_endpoint(cluster: JobSpec, data: "PrepareSpec") -> "PrepareSpec":
+    """The data spec with the cluster spec's S3 endpoint (`training.checkpoint.endpoint_url`) when it
+    names none: the pods reach the same store the job's checkpoints go to (MinIO, SeaweedFS), not
+    AWS. An endpoint in the data spec, or AWS_ENDPOINT_URL in the pods' Secret, still wins."""
+    endpoint = cluster.training.checkpoint.endpoint_url
+    if data.endpoint_url is not None or endpoint is None:
+        return data
+    return data.model_copy(update={"endpoint_url": endpoint})
+
+
 def render_prepare(cluster: JobSpec, data: "PrepareSpec") -> tuple[JobSpec, Objects]:
     """The prepare job's spec and its objects in apply order: ConfigMap, NetworkPolicy (when the
     cluster spec enables it, before any pod exists), RayJob. Checks both specs first."""
     check_prepare(cluster, data)
+    data = with_cluster_endpoint(cluster, data)
     job = prepare_job_spec(cluster, data_digest(data))
     objects = [render_prepare_configmap(job, data)]
     if job.kubernetes.network_policy.enabled:

@@ -106,11 +106,10 @@ def _build(unit: Unit, job: ShardJob, directory: Path) -> tuple[dict[str, Any], 
     builder = IndexedDatasetBuilder(str(directory / f"{unit.name}.bin"), dtype=np.dtype(job.dtype).type)
     bad, labels, documents, tokens = BadLines(), [], 0, 0
     classify = job.task == "classification"
-    # `encode_batch_fast` (tokenizers >= 0.20, huggingface/tokenizers#1587) gives the same ids
-    # without computing character offsets, which nothing here reads: about 20% less CPU per batch.
-    encode_batch = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    # `encode_batch_fast` (huggingface/tokenizers#1587) gives the same ids without computing
+    # character offsets, which nothing here reads: about 20% less CPU per batch.
     for batch in _batches(_records(unit, job, bad)):
-        encodings = encode_batch([r.text for r in batch], add_special_tokens=classify)
+        encodings = tokenizer.encode_batch_fast([r.text for r in batch], add_special_tokens=classify)
         for record, encoding in zip(batch, encodings):
             ids = encoding.ids if classify else [*encoding.ids, job.eos_id]
             builder.add_document(np.asarray(ids, dtype=job.dtype), [len(ids)])
