@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from training.contract import TrainingConfig
 
@@ -30,14 +31,16 @@ def planned_vocabulary(training: TrainingConfig) -> Vocabulary:
     """The vocabulary the worker will build a preset or factory causal LM with, and its source.
 
     Prepared data is found as the worker finds it (`training.data.prepared`, or a `train` location
-    holding a manifest: `training.data.prepared.prepared_location`)."""
+    holding a manifest: `training.data.prepared.prepared_location`), except that a `train` on S3 is
+    not probed: planning a raw-text S3 corpus must not wait on the network (boto3 looks for
+    credentials, metadata endpoints included). Name S3 prepared data in `prepared`."""
     model = training.model
     if model.type != "causal-lm" or model.pretrained is not None:
         return Vocabulary(None, "the model's own")
     bpe = training.data.tokenizer_vocab_size
     data, endpoint = training.data, training.checkpoint.endpoint_url
     explicit = data.prepared
-    location = explicit or (data.train if data.train and not any(ch in data.train for ch in "*?[") else None)
+    location = explicit or _local_train_dir(data.train)
     if location:
         size, problem = manifest_vocab_size(location, endpoint)
         if size is not None:
@@ -54,15 +57,23 @@ def planned_vocab_size(training: TrainingConfig) -> int | None:
     return planned_vocabulary(training).size
 
 
+def _local_train_dir(train: str | None) -> str | None:
+    """`train` when it is a local directory (where a manifest could be), else None."""
+    if not train or "://" in train.removeprefix("file://") or any(ch in train for ch in "*?["):
+        return None
+    path = Path(train.removeprefix("file://"))
+    return str(path) if path.is_dir() else None
+
+
 # Planning must not wait on an unreachable store: one attempt, a short connect timeout.
 PLAN_S3 = {"max_attempts": 1, "connect_timeout": 2.0, "read_timeout": 10.0}
 
 
 def manifest_vocab_size(uri: str, endpoint_url: str | None) -> tuple[int | None, str]:
     """`tokenizer.vocab_size` of the prepared dataset at `uri`, or None and why it could not be read.
-    Only found sizes are cached (a plan is made several times per command; a missing manifest may appear)."""
-    if (uri, endpoint_url) in _FOUND:
-        return _FOUND[(uri, endpoint_url)], ""
+    Cached per process, failures too: one command plans several times and must ask the store once."""
+    if (uri, endpoint_url) in _SEEN:
+        return _SEEN[(uri, endpoint_url)]
     try:
         from training.checkpoint.errors import CheckpointError
         from training.checkpoint.storage import S3Options, join_uri, storage_for
@@ -72,13 +83,13 @@ def manifest_vocab_size(uri: str, endpoint_url: str | None) -> tuple[int | None,
         storage = storage_for(uri, endpoint_url=endpoint_url, s3_options=S3Options(**PLAN_S3))
         size = json.loads(storage.read_bytes(join_uri(uri, MANIFEST)))["tokenizer"]["vocab_size"]
     except ImportError as exc:
-        return None, f"storage client missing: {exc}"
+        found: tuple[int | None, str] = None, f"storage client missing: {exc}"
     except (CheckpointError, OSError, ValueError, KeyError, TypeError) as exc:  # storage wraps boto3's errors
-        return None, f"{type(exc).__name__}: {exc}"
-    if not isinstance(size, int) or size <= 0:
-        return None, "no tokenizer.vocab_size in it"
-    _FOUND[(uri, endpoint_url)] = size
-    return size, ""
+        found = None, f"{type(exc).__name__}: {exc}"
+    else:
+        found = (size, "") if isinstance(size, int) and size > 0 else (None, "no tokenizer.vocab_size in it")
+    _SEEN[(uri, endpoint_url)] = found
+    return found
 
 
-_FOUND: dict[tuple[str, str | None], int] = {}
+_SEEN: dict[tuple[str, str | None], tuple[int | None, str]] = {}
