@@ -1,21 +1,31 @@
-"""Training-loop overhead: dlaunch's DeepSpeed ZeRO-0 step vs a hand-written DDP loop vs HF Trainer.
+"""Training-loop overhead: dlaunch's DeepSpeed ZeRO-0 step vs a hand-written DDP loop, HF Trainer and
+the bare DeepSpeed engine.
 
 Same model (llama-tiny preset, vocab 4096), same batch (2 ranks x micro 8 x seq 128, no
 accumulation), same optimizer (torch's fused AdamW, which dlaunch and HF Trainer use by default),
-fp32 everywhere, 2 CPU processes each under `torchrun --standalone`, run one after
-another on this machine, in ROUNDS interleaved rounds; each contender's best round counts.
-Throughput = tokens per optimizer step / median wall time of a whole iteration (step end to step
-end, so each loop's own work between steps counts) over the measured steps; the DDP baseline's
-batches are drawn beforehand and its loop does nothing else.
+fp32 everywhere, 2 CPU processes each under `torchrun --standalone`. The fourth contender is the
+DeepSpeed engine dlaunch builds, driven by a three-line loop: dlaunch against it is what the loop
+itself costs; HF Trainer drives the same engine with the same generated config.
 
-Last line: {"ratio_vs_ddp": ..., "ratio_vs_hf_trainer": ...} (ours / theirs; higher is faster for us).
+The four jobs run time-sliced: all three are started, and the bench lets exactly one of them run
+at a time (SIGSTOP/SIGCONT on its whole process tree), SLICE_S seconds each in turn, until all
+have finished. This machine's speed drifts by 10-20% over tens of seconds (other tenants), which
+decided whole back-to-back runs; sliced, every contender sees the same drift. A step counts only
+when it lies wholly inside one of its job's slices (steps cut by a pause are dropped), after the
+first WARMUP steps. Throughput = tokens per optimizer step / median whole-iteration time (step
+end to step end, so each loop's own work between steps counts); the DDP baseline's batches are
+drawn beforehand and its loop does nothing else.
+
+The whole comparison is repeated RUNS times (fresh processes each time); each figure is the median
+of the runs' ratios. Last line: {"ratio_vs_ddp": ..., "ratio_vs_hf_trainer": ...,
+"ratio_vs_deepspeed_loop": ..., "..._by_run": [...]} (ours / theirs; higher is faster for us).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -25,8 +35,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SEQ, MICRO, WORLD, VOCAB = 128, 8, 2, 4096
-WARMUP, MEASURED = 5, 30
-ROUNDS = 2
+WARMUP, STEPS = 5, 50
+SLICE_S = 5.0
+RUNS = 3
 TOKENS_PER_STEP = SEQ * MICRO * WORLD
 
 
@@ -57,18 +68,51 @@ def ddp_worker(out: Path) -> None:
     rank = dist.get_rank()
     model = DistributedDataParallel(build_model())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    times = []
-    for batch in batches(rank, WARMUP + MEASURED):
-        start = time.perf_counter()
+    ends = [time.time()]
+    for batch in batches(rank, STEPS):
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
+        ends.append(time.time())
     if rank == 0:
-        out.write_text(json.dumps(times[WARMUP:]))
+        out.write_text(json.dumps(ends))
     dist.destroy_process_group()
+
+
+def deepspeed_worker(out: Path) -> None:
+    """The engine alone: dlaunch's DeepSpeed engine (same config, AdamW and schedule) driven by the
+    shortest loop there is, on pre-drawn batches; what dlaunch's loop adds shows against this one."""
+    import deepspeed
+
+    from training.engine.deepspeed import initialize
+
+    deepspeed.init_distributed("gloo")
+    rank = int(os.environ["RANK"])
+    engine, _ = initialize(build_model(), bench_training(), bench_layout())
+    ends = [time.time()]
+    for batch in batches(rank, STEPS):
+        loss = engine(input_ids=batch, labels=batch).loss
+        engine.backward(loss)
+        engine.step()
+        ends.append(time.time())
+    if rank == 0:
+        out.write_text(json.dumps(ends))
+
+
+def bench_training():  # type: ignore[no-untyped-def]
+    from training.config import TrainingConfig
+
+    return TrainingConfig.model_validate({
+        "model": {"preset": "llama-tiny"}, "data": {"train": "unused"}, "batch": {"global": MICRO * WORLD},
+        "max_steps": STEPS, "precision": "fp32", "zero": {"stage": 0}, "optimizer": {"lr": 1e-4}})
+
+
+def bench_layout():  # type: ignore[no-untyped-def]
+    from training.config import BatchLayout
+
+    return BatchLayout(micro=MICRO, grad_accum=1, data_parallel=WORLD, zero_stage=0)
 
 
 def hf_trainer_worker(out: Path) -> None:
@@ -76,33 +120,25 @@ def hf_trainer_worker(out: Path) -> None:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from training.config import BatchLayout, TrainingConfig
     from training.engine.deepspeed import deepspeed_config
 
-    training = TrainingConfig.model_validate({
-        "model": {"preset": "llama-tiny"}, "data": {"train": "unused"}, "batch": {"global": MICRO * WORLD},
-        "max_steps": WARMUP + MEASURED, "precision": "fp32", "zero": {"stage": 0}, "optimizer": {"lr": 1e-4}})
-    layout = BatchLayout(micro=MICRO, grad_accum=1, data_parallel=WORLD, zero_stage=0)
-    ds_config = deepspeed_config(training, layout)
+    ds_config = deepspeed_config(bench_training(), bench_layout())
     rank = int(os.environ["RANK"])
-    data = [{"input_ids": b, "labels": b} for b in batches(rank, WARMUP + MEASURED)]
+    data = [{"input_ids": b, "labels": b} for b in batches(rank, STEPS)]
 
     class StepTimer(TrainerCallback):
-        """Whole iterations: from one step's end to the next (fetching the batch, logging checks and
-        callbacks included), as dlaunch's figure is measured between its `train` events."""
+        """Whole iterations: the wall time at each step's end (fetching the batch, logging checks and
+        callbacks included), as dlaunch's figure is taken between its `train` events."""
 
         def __init__(self) -> None:
-            self.times: list[float] = []
-            self.last: float | None = None
+            self.ends: list[float] = []
 
         def on_step_begin(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            if self.last is None:
-                self.last = time.perf_counter()
+            if not self.ends:
+                self.ends.append(time.time())
 
         def on_step_end(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            now = time.perf_counter()
-            self.times.append(now - (self.last or now))
-            self.last = now
+            self.ends.append(time.time())
 
     class RankData(torch.utils.data.Dataset):  # each rank feeds its own pre-drawn micro-batches
         def __len__(self) -> int:
@@ -118,21 +154,12 @@ def hf_trainer_worker(out: Path) -> None:
     # fused=True), so that the bench measures the loops around one optimizer.
     args = TrainingArguments(output_dir=str(out.parent / "hf"), per_device_train_batch_size=MICRO,
                              optim="adamw_torch_fused",
-                             max_steps=WARMUP + MEASURED, learning_rate=1e-4, max_grad_norm=1.0,
+                             max_steps=STEPS, learning_rate=1e-4, max_grad_norm=1.0,
                              deepspeed=ds_config, use_cpu=True, report_to=[], save_strategy="no",
                              logging_strategy="no", dataloader_num_workers=0, disable_tqdm=True)
     Trainer(model=build_model(), args=args, train_dataset=RankData(), callbacks=[timer]).train()
     if rank == 0:
-        out.write_text(json.dumps(timer.times[WARMUP:]))
-
-
-def torchrun(mode: str, out: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={WORLD}", "--standalone",
-               __file__, "--worker", mode, str(out)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
-    if result.returncode != 0:
-        raise RuntimeError(f"{mode} run failed:\n{result.stderr[-4000:]}")
+        out.write_text(json.dumps(timer.ends))
 
 
 def overhead_job(tmp: Path) -> dict:
@@ -142,7 +169,7 @@ def overhead_job(tmp: Path) -> dict:
     training = {
         "model": {"preset": "llama-tiny"},
         "data": {"train": "/usr/share/doc/python3.11/html/_sources/library/*.rst.txt", "seq_len": SEQ},
-        "batch": {"global": MICRO * WORLD, "micro": MICRO}, "max_steps": WARMUP + MEASURED,
+        "batch": {"global": MICRO * WORLD, "micro": MICRO}, "max_steps": STEPS,
         "precision": "fp32", "zero": {"stage": 0}, "optimizer": {"lr": 1e-4},
         "eval": {"every_steps": 10_000, "max_batches": 1},
         "checkpoint": {"uri": str(tmp / "ckpt"), "every_steps": 10_000},
@@ -154,63 +181,122 @@ def overhead_job(tmp: Path) -> dict:
     return job.model_dump(mode="json", by_alias=True)
 
 
-def ours(tmp: Path) -> list[float]:
-    """dlaunch's worker (`python -m training.run job.json`, as the local target starts it under
-    torchrun) on the same job; whole-iteration times from its metrics log."""
-    shutil.rmtree(tmp / "ckpt", ignore_errors=True)
-    shutil.rmtree(tmp / "runs", ignore_errors=True)
+def commands(tmp: Path) -> dict[str, list[str]]:
+    """Each contender's command line: dlaunch's worker (`python -m training.run job.json`, as the
+    local target starts it under torchrun) on the bench's job, and this file's two baselines."""
     job_file = tmp / "job.json"
     job_file.write_text(json.dumps(overhead_job(tmp)))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={WORLD}", "--standalone"]
+    return {"dlaunch": [*torchrun, "-m", "training.run", str(job_file)],
+            "ddp": [*torchrun, __file__, "--worker", "ddp", str(tmp / "ddp.json")],
+            "deepspeed_loop": [*torchrun, __file__, "--worker", "deepspeed", str(tmp / "deepspeed.json")],
+            "hf_trainer": [*torchrun, __file__, "--worker", "hf", str(tmp / "hf.json")]}
+
+
+def step_ends(name: str, tmp: Path) -> list[float]:
+    """Wall-clock times of each step's end (the first entry: the start of the first step)."""
+    if name == "dlaunch":
+        events = [json.loads(line) for line in (tmp / "runs" / "overhead" / "metrics.jsonl").read_text().splitlines()]
+        train = [e for e in events if e["event"] == "train"]
+        return [train[0]["time"] - train[0]["step_s"]] + [e["time"] for e in train]
+    files = {"ddp": "ddp.json", "deepspeed_loop": "deepspeed.json", "hf_trainer": "hf.json"}
+    return json.loads((tmp / files[name]).read_text())
+
+
+def process_tree(pid: int) -> list:  # type: ignore[type-arg]
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def signal_tree(pid: int, sig: signal.Signals) -> None:
+    """Stop or continue a job: torchrun and its workers (which run in sessions of their own)."""
+    import psutil
+
+    for proc in process_tree(pid):  # the root first: a stopped torchrun starts no new worker
+        try:
+            proc.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def run_sliced(commands: dict[str, list[str]], tmp: Path) -> dict[str, list[tuple[float, float]]]:
+    """Start every job, then let one at a time run for SLICE_S seconds, in turn, until all have
+    exited. Returns each job's slices as (start, end) wall-clock times."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={WORLD}", "--standalone",
-               "-m", "training.run", str(job_file)]
-    result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"dlaunch worker run failed:\n{result.stderr[-4000:]}")
-    events = [json.loads(line) for line in (tmp / "runs" / "overhead" / "metrics.jsonl").read_text().splitlines()]
-    train = [e for e in events if e["event"] == "train"]
-    # Whole iterations, logging included: the time between consecutive `train` events (ms resolution).
-    whole = [train[0]["step_s"]] + [b["time"] - a["time"] for a, b in zip(train, train[1:])]
-    return whole[WARMUP:]
+    procs: dict[str, subprocess.Popen] = {}  # type: ignore[type-arg]
+    for name, command in commands.items():
+        log = open(tmp / f"{name}.log", "w")  # noqa: SIM115 - closed with the process below
+        procs[name] = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        signal_tree(procs[name].pid, signal.SIGSTOP)
+    slices: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    try:
+        while any(proc.poll() is None for proc in procs.values()):
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    continue
+                start = time.time()
+                signal_tree(proc.pid, signal.SIGCONT)
+                try:
+                    proc.wait(timeout=SLICE_S)
+                except subprocess.TimeoutExpired:
+                    signal_tree(proc.pid, signal.SIGSTOP)
+                slices[name].append((start, time.time()))
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                signal_tree(proc.pid, signal.SIGCONT)
+                proc.kill()
+    for name, proc in procs.items():
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} failed:\n{(tmp / f'{name}.log').read_text()[-4000:]}")
+    return slices
+
+
+def clean_intervals(ends: list[float], slices: list[tuple[float, float]]) -> list[float]:
+    """Iteration times of the steps after WARMUP that lie wholly inside one slice (a step's end is
+    taken at ms resolution, so a 2 ms margin keeps a step that straddles a pause out)."""
+    steps = list(zip(ends, ends[1:]))[WARMUP:]
+    return [end - start for start, end in steps
+            if any(a + 0.002 <= start and end <= b - 0.002 for a, b in slices)]
 
 
 def throughput(times: list[float]) -> float:
     return TOKENS_PER_STEP / statistics.median(times)
 
 
-def one_round(tmp: Path) -> dict[str, float]:
-    """Each contender once, one after another: tokens/s by name (HF Trainer left out if it fails)."""
-    results = {"dlaunch": throughput(ours(tmp))}
-    torchrun("ddp", tmp / "ddp.json")
-    results["ddp"] = throughput(json.loads((tmp / "ddp.json").read_text()))
-    try:
-        torchrun("hf", tmp / "hf.json")
-        results["hf_trainer"] = throughput(json.loads((tmp / "hf.json").read_text()))
-    except RuntimeError as exc:
-        print(f"HF Trainer baseline failed: {exc}", file=sys.stderr)
-    return results
+def one_run() -> tuple[dict[str, float], dict[str, int]]:
+    """All contenders once, time-sliced: tokens/s and clean step counts by name."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        slices = run_sliced(commands(tmp), tmp)
+        times = {name: clean_intervals(step_ends(name, tmp), slices[name]) for name in slices}
+    return {name: throughput(t) for name, t in times.items()}, {name: len(t) for name, t in times.items()}
 
 
 def main() -> None:
-    """ROUNDS rounds, interleaved so that a burst of load from other processes does not land on one
-    contender only; each contender's best round counts (load only ever slows a run down)."""
-    rounds: list[dict[str, float]] = []
-    with tempfile.TemporaryDirectory() as tmp_name:
-        for _ in range(ROUNDS):
-            rounds.append(one_round(Path(tmp_name)))
-    results = {name: max(r[name] for r in rounds if name in r) for name in rounds[0]}
-    for name, value in results.items():
-        print(f"{name:12} {value:10,.0f} tokens/s   rounds: {[round(r.get(name, 0.0)) for r in rounds]}")
+    """RUNS sliced runs; each ratio is the median of the runs' ratios. Slicing evens out the
+    machine's drift within a run; what stays is which cores and memory a job's processes got,
+    fixed for a job's life, which only repeating the runs averages out."""
+    runs = [one_run() for _ in range(RUNS)]
+    ratios = {base: [round(r["dlaunch"] / r[base], 3) for r, _ in runs]
+              for base in ("ddp", "hf_trainer", "deepspeed_loop")}
+    for n, (result, clean) in enumerate(runs):
+        print(f"run {n + 1}: " + "  ".join(f"{name} {value:,.0f} tokens/s ({clean[name]} steps)"
+                                          for name, value in result.items()))
     print(json.dumps({
-        "ratio_vs_ddp": round(results["dlaunch"] / results["ddp"], 3),
-        "ratio_vs_hf_trainer": round(results["dlaunch"] / results["hf_trainer"], 3) if "hf_trainer" in results else None,
-        "tokens_per_s": {k: round(v, 1) for k, v in results.items()},
-        "rounds": [{k: round(v, 1) for k, v in r.items()} for r in rounds],
+        **{f"ratio_vs_{base}": statistics.median(values) for base, values in ratios.items()},
+        **{f"ratio_vs_{base}_by_run": values for base, values in ratios.items()},
+        "tokens_per_s_by_run": [{k: round(v, 1) for k, v in r.items()} for r, _ in runs],
     }))
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--worker":
-        {"ddp": ddp_worker, "hf": hf_trainer_worker}[sys.argv[2]](Path(sys.argv[3]))
+        {"ddp": ddp_worker, "deepspeed": deepspeed_worker, "hf": hf_trainer_worker}[sys.argv[2]](Path(sys.argv[3]))
     else:
         main()

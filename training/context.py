@@ -59,9 +59,11 @@ def make_context(job: ResolvedJob) -> TrainContext:
     """Join the process group and build the checkpoint manager and tracker from their slices."""
     from training.checkpoint.manager import CheckpointManager
     from training.distributed import init_distributed
+    from training.hostmem import steady_allocation
     from training.tracking import Tracker
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local or s3:// paths, never a hub
+    steady_allocation()  # each step's buffers are reused from the heap instead of faulted in afresh
     worker = init_distributed()
     paths = JobPaths.for_job(job)
     stopping = job.training.eval.early_stopping
