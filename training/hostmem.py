@@ -73,10 +73,11 @@ def steady_allocation() -> bool:
     threshold to twice that, the pair the rule sets (setting one by hand turns the rule off for
     both). With glibc's defaults, a buffer at least as large as the largest one freed so far (the
     logits, say) is mmapped afresh every step, and freed heap space above the trim threshold goes
-    back to the kernel, so each step faults its memory in again: `bench/loop_overhead.py`'s job
-    (llama-tiny, 8 x 128 tokens per rank) took 1,361 minor page faults and 766 ms of CPU per step
-    with the defaults, 1 and 697 ms with this. The worker sets it when it starts
-    (`training.context.make_context`). True when glibc took the setting.
+    back to the kernel, so a step can fault its memory in again every time. `bench/loop_overhead.py`'s
+    job (llama-tiny, 8 x 128 tokens per rank), three runs with the defaults: 1,361 and 3,054 minor
+    page faults per step in two (766 and 816 ms of CPU per step, against 697 and 762 ms with this
+    setting in the runs beside them), 1 in the third; with this setting 1 in every run. The worker
+    sets it when it starts (`training.context.make_context`). True when glibc took the setting.
     """
     applied = set_mmap_threshold(STEADY_THRESHOLD)
     if applied:
