@@ -164,7 +164,7 @@ def hf_trainer_worker(out: Path) -> None:
 
 def overhead_job(tmp: Path) -> dict:
     """The resolved job `dlaunch submit` would write for the benchmark's spec (fixed layout)."""
-    from training.config import BatchLayout, ResolvedJob
+    from training.config import ResolvedJob
 
     training = {
         "model": {"preset": "llama-tiny"},
@@ -175,22 +175,20 @@ def overhead_job(tmp: Path) -> dict:
         "checkpoint": {"uri": str(tmp / "ckpt"), "every_steps": 10_000},
         "tracking": {"wandb": {"mode": "disabled"}},
     }
-    layout = BatchLayout(micro=MICRO, grad_accum=1, data_parallel=WORLD, zero_stage=0)
     job = ResolvedJob(name="overhead", backend="deepspeed", nodes=1, procs_per_node=WORLD, training=training,
-                      layout=layout, run_dir=str(tmp / "runs" / "overhead"), spec_hash="bench")
+                      layout=bench_layout(), run_dir=str(tmp / "runs" / "overhead"), spec_hash="bench")
     return job.model_dump(mode="json", by_alias=True)
 
 
 def commands(tmp: Path) -> dict[str, list[str]]:
     """Each contender's command line: dlaunch's worker (`python -m training.run job.json`, as the
-    local target starts it under torchrun) on the bench's job, and this file's two baselines."""
+    local target starts it under torchrun) on the bench's job, and this file's three baselines, each
+    writing its step ends to `<name>.json`."""
     job_file = tmp / "job.json"
     job_file.write_text(json.dumps(overhead_job(tmp)))
     torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={WORLD}", "--standalone"]
     return {"dlaunch": [*torchrun, "-m", "training.run", str(job_file)],
-            "ddp": [*torchrun, __file__, "--worker", "ddp", str(tmp / "ddp.json")],
-            "deepspeed_loop": [*torchrun, __file__, "--worker", "deepspeed", str(tmp / "deepspeed.json")],
-            "hf_trainer": [*torchrun, __file__, "--worker", "hf", str(tmp / "hf.json")]}
+            **{name: [*torchrun, __file__, "--worker", name, str(tmp / f"{name}.json")] for name in WORKERS}}
 
 
 def step_ends(name: str, tmp: Path) -> list[float]:
@@ -199,8 +197,7 @@ def step_ends(name: str, tmp: Path) -> list[float]:
         events = [json.loads(line) for line in (tmp / "runs" / "overhead" / "metrics.jsonl").read_text().splitlines()]
         train = [e for e in events if e["event"] == "train"]
         return [train[0]["time"] - train[0]["step_s"]] + [e["time"] for e in train]
-    files = {"ddp": "ddp.json", "deepspeed_loop": "deepspeed.json", "hf_trainer": "hf.json"}
-    return json.loads((tmp / files[name]).read_text())
+    return json.loads((tmp / f"{name}.json").read_text())
 
 
 def process_tree(pid: int) -> list:  # type: ignore[type-arg]
@@ -230,8 +227,8 @@ def run_sliced(commands: dict[str, list[str]], tmp: Path) -> dict[str, list[tupl
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
     procs: dict[str, subprocess.Popen] = {}  # type: ignore[type-arg]
     for name, command in commands.items():
-        log = open(tmp / f"{name}.log", "w")  # noqa: SIM115 - closed with the process below
-        procs[name] = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        with open(tmp / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            procs[name] = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         signal_tree(procs[name].pid, signal.SIGSTOP)
     slices: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     try:
@@ -295,8 +292,10 @@ def main() -> None:
     }))
 
 
+WORKERS = {"ddp": ddp_worker, "deepspeed_loop": deepspeed_worker, "hf_trainer": hf_trainer_worker}
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--worker":
-        {"ddp": ddp_worker, "deepspeed": deepspeed_worker, "hf": hf_trainer_worker}[sys.argv[2]](Path(sys.argv[3]))
+        WORKERS[sys.argv[2]](Path(sys.argv[3]))
     else:
         main()
