@@ -34,6 +34,10 @@ BASE_SPEC: dict[str, Any] = {
         "data": {"train": CORPUS_GLOB, "seq_len": 64},
         "batch": {"global": 16, "micro": 4},
         "max_steps": 10,
+        # fp32, not the spec's default bf16: on a CPU without bf16 kernels (AVX2 only, as on some CI
+        # machines) a bf16 step takes over 10 times as long (launcher/hardware.py). Tests of bf16 itself
+        # (exact and world-size resume, ZeRO-3 export, distillation) ask for it explicitly.
+        "precision": "fp32",
         "zero": {"stage": 2},
     },
 }
@@ -99,3 +103,27 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_SESSION_STATUS[-1])
+
+
+# --- threads a test leaves behind -----------------------------------------------------------------
+# dlaunch's log followers run in daemon threads; one that outlives its test keeps working against a
+# server that is gone (one kept a core busy for the rest of a session, which made the suite about
+# half as fast on a 2-core machine). Every test must leave none running.
+LEAK_GRACE_S = 5.0
+
+
+@pytest.fixture(autouse=True)
+def no_log_follower_left_running():  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while True:
+        left = [t for t in threading.enumerate()
+                if t not in before and t.is_alive() and t.name.startswith("dlaunch-logs")]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not left, f"the test left log-follower threads running: {[t.name for t in left]}"

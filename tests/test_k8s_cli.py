@@ -264,23 +264,25 @@ def test_logs_all_follow_prefixes_every_rank(job: Submitted, fake_kube: FakeKube
 
 
 # ----- list ---------------------------------------------------------------------------------------
-def test_list_shows_this_users_jobs(job: Submitted, fake_kube: FakeKubeApi, run_cli: Any) -> None:
+def test_list_shows_this_users_jobs(job: Submitted, fake_kube: FakeKubeApi, run_cli: Any, tmp_path: Path) -> None:
+    no_local_runs = ("--runs-dir", str(tmp_path / "runs"))  # not ./runs/, where `make demo` leaves one
     _, objects = rendered(k8s_spec(name="bobs-job"))
     bobs = objects[-1]
     bobs["metadata"]["labels"]["dlaunch.dev/user"] = "bob"
     bobs["metadata"]["annotations"]["dlaunch.dev/submitted-by"] = "bob"
     fake_kube.add(bobs)
-    table = run_cli("list", "-n", NAMESPACE).out.splitlines()
+    table = run_cli("list", "-n", NAMESPACE, *no_local_runs).out.splitlines()
     assert table[0] == "NAME  BACKEND    PHASE    NODES  AGE  SUBMITTED BY"
     assert re.fullmatch(r"kjob  deepspeed  Pending  2      \d+s +alice@example\.com", table[1])
     assert len(table) == 2
-    everyone = json.loads(run_cli("list", "--context", "team", "--all-users", "-o", "json").out)
+    everyone = json.loads(run_cli("list", "--context", "team", "--all-users", "-o", "json", *no_local_runs).out)
     assert [(j["name"], j["submitted_by"], j["namespace"], j["phase"], j["nodes"]) for j in everyone] == [
         ("bobs-job", "bob", "dlaunch", "Pending", 2), ("kjob", "alice@example.com", "dlaunch", "Pending", 2)]
 
 
-def test_list_in_a_namespace_without_jobs(fake_kube: FakeKubeApi, kubeconfig: Path, run_cli: Any) -> None:
-    result = run_cli("list")
+def test_list_in_a_namespace_without_jobs(fake_kube: FakeKubeApi, kubeconfig: Path, run_cli: Any,
+                                          tmp_path: Path) -> None:
+    result = run_cli("list", "--runs-dir", str(tmp_path / "runs"))
     assert (result.code, result.out) == (0, "no dlaunch jobs in namespace default\n")
 
 
@@ -396,6 +398,43 @@ def test_submit_says_what_it_applied_and_what_next(fake_kube: FakeKubeApi, kubec
         "next: dlaunch status --name kjob -n dlaunch  |  dlaunch logs --name kjob -n dlaunch --follow  |  "
         "dlaunch cancel --name kjob -n dlaunch",
     ]
+
+
+RUNNING_POD = {"metadata": {"name": "kjob-0-g0", "uid": "u0"},
+               "status": {"containerStatuses": [{"name": "worker", "state": {"running": {}}, "restartCount": 0}]}}
+
+
+class EndingStreams:
+    """A client whose every follow stream ends at once, with nothing, while the pod keeps running
+    (an API server going away on kept-alive connections looks like this)."""
+
+    def __init__(self) -> None:
+        self.streams = 0
+
+    def pod_log(self, pod: str, follow: bool, previous: bool = False, timestamps: bool = True) -> list[str]:
+        self.streams += 1
+        return []
+
+
+def test_a_follower_stops_when_told_and_does_not_spin_on_streams_that_end_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`submit --follow` sets `stop` when the job ends; the follower used to reconnect in a busy loop
+    without looking at it as long as the pod looked running (it kept a core busy for the rest of a
+    test session)."""
+    import threading
+    import time
+
+    monkeypatch.setattr(job_logs, "POLL_S", 0.01)
+    monkeypatch.setattr(job_logs, "source_pods", lambda client, job, source: [RUNNING_POD])
+    client, stop = EndingStreams(), threading.Event()
+    follower = job_logs.SourceFollower(client, "kjob", 0, lambda line: None, stop.is_set)  # type: ignore[arg-type]
+    thread = threading.Thread(target=follower.run, daemon=True)
+    thread.start()
+    time.sleep(0.3)
+    stop.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "the follower ignored stop while its pod was running"
+    assert 3 <= client.streams <= 0.3 / 0.01 + 5  # one reconnect per POLL_S, not thousands
 
 
 def test_logs_follow_catches_up_when_the_stream_drops_as_the_run_ends(job: Submitted, fake_kube: FakeKubeApi,

@@ -163,6 +163,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         request = self._request()
         fake = self.server.fake
+        if fake.api.store.stopping:
+            # A stopped server answers nothing, also on a kept-alive connection it accepted before
+            # `stop()` (ThreadingHTTPServer's handler threads would otherwise go on serving them).
+            self._drop()
+            return
         fault = fake.plan.take(request)
         if fault is not None and fault.drop:
             self._drop()

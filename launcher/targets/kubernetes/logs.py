@@ -100,6 +100,7 @@ class SourceFollower:
         self.prefix = prefix
         self.finished: set[tuple[str, int]] = set()
         self.last_seen: dict[tuple[str, int], str] = {}
+        self.shown = 0  # lines written so far
         self.error: SubmitError | None = None
 
     def run_catching(self) -> None:
@@ -117,10 +118,17 @@ class SourceFollower:
                     return
                 time.sleep(POLL_S)
                 continue
+            shown = self.shown
             complete = self.stream(run)
             after = current_run(source_pods(self.client, self.job, self.source))
             if after is not None and after.key == run.key and after.running:
-                continue  # the stream dropped while the run goes on: reconnect
+                # The stream ended while the run goes on (dropped, or an API server going away):
+                # reconnect, unless following is over; after a stream that brought nothing, not at once.
+                if self.done():
+                    return
+                if self.shown == shown:
+                    time.sleep(POLL_S)
+                continue
             if not complete:
                 self.catch_up(run, previous=after is not None and after.pod == run.pod)
             self.finished.add(run.key)
@@ -130,6 +138,7 @@ class SourceFollower:
         stamp, text = split_timestamp(line)
         if stamp > self.last_seen.get(run.key, ""):
             self.last_seen[run.key] = stamp
+            self.shown += 1
             self.write(self.prefix + text)
 
     def stream(self, run: Run) -> bool:
