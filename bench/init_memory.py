@@ -13,7 +13,7 @@ with the phase (construction, engine, steps). Reported, for the rank that grew m
   for this job (`launcher.plan.estimate_job`, `host_per_rank` of the chosen option: on CPU
   workers the device total plus the process runtime); goal 0.9-1.1.
 
-    .venv/bin/python bench/init_memory.py [--preset llama-350m] [--steps 2]
+    .venv/bin/python bench/init_memory.py [--preset llama-350m] [--steps 2] [--precision bf16]
 
 The last line is one JSON object with these ratios and the absolute bytes.
 """
@@ -40,14 +40,14 @@ CORPUS = "/usr/share/doc/python3.11/html/_sources/**/*.rst.txt"
 SAMPLE_SECONDS = 0.2
 
 
-def spec_dict(preset: str, steps: int, root: Path) -> dict[str, Any]:
-    """A local 2-rank ZeRO-3 bf16 job: what `dlaunch submit` would plan and hand the workers."""
+def spec_dict(preset: str, steps: int, root: Path, precision: str = "bf16") -> dict[str, Any]:
+    """A local 2-rank ZeRO-3 job (bf16 by default): what `dlaunch submit` would plan and hand the workers."""
     return {
         "name": "init-memory", "backend": "deepspeed", "target": "local",
         "resources": {"nodes": 1, "gpus_per_node": WORLD},
         "training": {
             "seed": 1, "model": {"preset": preset}, "data": {"train": CORPUS, "seq_len": SEQ_LEN},
-            "batch": {"global": 2 * WORLD, "micro": 2}, "max_steps": steps, "precision": "bf16",
+            "batch": {"global": 2 * WORLD, "micro": 2}, "max_steps": steps, "precision": precision,
             "zero": {"stage": 3}, "eval": {"every_steps": 1000, "max_batches": 1},
             "checkpoint": {"uri": str(root / "ckpt"), "every_steps": 1000},
             "tracking": {"wandb": {"mode": "disabled"}},
@@ -158,13 +158,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="llama-350m")
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                        help="fp32 where the CPU has no bf16 kernels (see launcher/hardware.py)")
     parser.add_argument("--worker", nargs=2, metavar=("JOB", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(*args.worker)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        spec = spec_dict(args.preset, args.steps, Path(tmp))
+        spec = spec_dict(args.preset, args.steps, Path(tmp), args.precision)
         ranks = launch(spec, Path(tmp))
         _, memory = planned(spec)
     full_model = 4 * ranks[0]["parameters"]

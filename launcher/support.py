@@ -4,7 +4,8 @@ A spec may use every key of the reference format; `validate` accepts them and `s
 refuses, with this message, the ones whose implementation has not landed yet. For a local job
 it also refuses, before any worker starts, what would only fail inside the workers: a precision
 this machine's accelerator lacks, and a model that the job's committed checkpoints (which a
-resubmission resumes) were not written for.
+resubmission resumes) were not written for; and it notes what would run, but badly (bf16 on a
+CPU without bf16 kernels).
 """
 
 from __future__ import annotations
@@ -43,6 +44,16 @@ def hardware_problems(spec: JobSpec) -> list[str]:
         return []
     problem = precision_problem(spec.training.precision)
     return [problem] if problem else []
+
+
+def local_run_notes(spec: JobSpec) -> list[str]:
+    """What this machine can run for a local job, but slowly, with the faster choice (see `launcher.hardware`)."""
+    from launcher.hardware import precision_note
+
+    if spec.target != "local":
+        return []
+    note = precision_note(spec.training.precision)
+    return [note] if note else []
 
 
 def _local_job_root(spec: JobSpec) -> str | None:

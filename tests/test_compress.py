@@ -304,6 +304,18 @@ def test_freeze_teacher_makes_it_eval_bf16_and_gradient_free() -> None:
     assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in teacher.parameters())
 
 
+@pytest.mark.parametrize("precision,dtype", [("bf16", torch.bfloat16), ("fp16", torch.bfloat16),
+                                             ("fp32", torch.float32)])
+def test_the_teacher_runs_in_fp32_only_for_fp32_jobs(precision: str, dtype: torch.dtype) -> None:
+    """An fp32 job (the choice on CPUs without bf16 kernels) keeps its teacher in fp32 as well."""
+    from training.config import DistillConfig
+    from training.distillation import Distiller
+
+    distiller = Distiller(tiny_bert().train(), DistillConfig(teacher="unused/checkpoints"), "cpu", precision)
+    assert {p.dtype for p in distiller.teacher.parameters()} == {dtype}
+    assert not distiller.teacher.training
+
+
 def test_non_embedding_parameters_leave_out_embedding_tables_once() -> None:
     bert = tiny_bert(layers=2)
     embeddings = sum(p.numel() for m in bert.modules() if isinstance(m, nn.Embedding) for p in m.parameters())

@@ -21,6 +21,8 @@ from tests.conftest import base_spec
 # avx512_bf16 but no avx512_fp16; a Sapphire Rapids Xeon has both.
 EPYC_FLAGS = "fpu sse sse2 avx avx2 avx512f avx512dq avx512bw avx512vl avx512_bf16 avx512_vnni"
 XEON_FLAGS = EPYC_FLAGS + " amx_bf16 avx512_fp16 amx_tile"
+# An AMD EPYC of the Zen 3 generation (as on some CI machines): AVX2, no AVX-512, so no oneDNN bf16.
+ZEN3_FLAGS = "fpu sse sse2 avx avx2 fma f16c"
 
 
 def write_cpuinfo(tmp_path: Path, flags: str) -> Path:
@@ -34,14 +36,18 @@ def write_cpuinfo(tmp_path: Path, flags: str) -> Path:
 def cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
     """Pretend to run on a CPU with the given flags; torch's answer (the fallback) is `torch_says`."""
 
-    def use(flags: str | None, torch_says: bool) -> None:
+    def use(flags: str | None, torch_says: bool, gpu: bool = False) -> None:
         cpuinfo = write_cpuinfo(tmp_path, flags) if flags is not None else tmp_path / "missing"
         monkeypatch.setattr(hardware, "CPUINFO", cpuinfo)
         monkeypatch.setattr(hardware, "accelerator_fp16_supported", lambda: torch_says)
+        monkeypatch.setattr(hardware, "accelerator_bf16_native", lambda: torch_says)
+        monkeypatch.setattr(hardware, "nvidia_gpu_present", lambda: gpu)
         hardware.fp16_supported.cache_clear()
+        hardware.bf16_native.cache_clear()
 
     yield use
     hardware.fp16_supported.cache_clear()
+    hardware.bf16_native.cache_clear()
 
 
 def test_cpu_flags_are_read_from_the_flags_line(tmp_path: Path) -> None:
@@ -129,3 +135,42 @@ def test_what_this_cpu_does_not_limit(cpu, case: str) -> None:
         data = fp16_local_spec(zero={"stage": 0})
         data["backend"] = "ray"
     assert unsupported_features(spec_of(data)) == []
+
+
+def test_bf16_kernels_need_avx512_or_avx_ne_convert(cpu) -> None:
+    cpu(ZEN3_FLAGS, torch_says=True)  # settled by the flags: torch is not asked
+    assert not hardware.bf16_native()
+    note = hardware.precision_note("bf16")
+    assert note is not None and note.startswith("training.precision: bf16 runs without bf16 kernels")
+    assert "Use precision: fp32" in note
+    assert hardware.precision_note("fp32") is None and hardware.precision_supported("bf16")
+    for flags in (EPYC_FLAGS, XEON_FLAGS, ZEN3_FLAGS + " avx_ne_convert"):
+        cpu(flags, torch_says=False)
+        assert hardware.bf16_native(), flags
+        assert hardware.precision_note("bf16") is None
+
+
+def test_a_gpu_or_an_unknown_cpu_is_left_to_torch(cpu) -> None:
+    cpu(ZEN3_FLAGS, torch_says=True, gpu=True)  # a GPU node with an AVX2 host: CUDA does the bf16 work
+    assert hardware.bf16_native()
+    cpu(None, torch_says=False)  # no flags line (ARM, macOS): torch's oneDNN answer
+    assert not hardware.bf16_native()
+
+
+def test_the_bf16_probe_agrees_with_torch_here() -> None:
+    torch = pytest.importorskip("torch")
+    hardware.bf16_native.cache_clear()
+    expected = torch.cuda.is_available() or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert hardware.bf16_native() == expected
+
+
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_slow_bf16_is_noted_but_accepted(cpu, run_cli, write_spec, command: str) -> None:
+    cpu(ZEN3_FLAGS, torch_says=False)
+    bf16 = run_cli(command, str(write_spec(fp16_local_spec(precision="bf16"))))
+    assert bf16.code == 0 and "note: training.precision: bf16 runs without bf16 kernels" in bf16.err
+    fp32 = run_cli(command, str(write_spec(fp16_local_spec(precision="fp32"))))
+    assert fp32.code == 0 and "bf16 kernels" not in fp32.err
+    cluster = small_spec_data()  # GPU pods: this machine's CPU is irrelevant
+    cluster["training"]["precision"] = "bf16"
+    assert "bf16 kernels" not in run_cli(command, str(write_spec(cluster))).err

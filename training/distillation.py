@@ -3,7 +3,9 @@
 With `training.compression.distill`, the task's model is a student built from the teacher
 (fewer layers, optionally narrower, initialised from every k-th teacher layer), and its loss is
 `alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * task loss`. The teacher runs on every
-rank, frozen, in eval mode and bf16, next to the DeepSpeed (or DDP) student: any ZeRO stage.
+rank, frozen, in eval mode, next to the DeepSpeed (or DDP) student: any ZeRO stage. It runs in
+bf16 (half the memory) unless the job trains in fp32: a job chooses fp32 on CPUs without bf16
+kernels, where a bf16 forward takes over 10 times as long (launcher/hardware.py).
 """
 
 from __future__ import annotations
@@ -44,13 +46,20 @@ def build_distilled_student(teacher: "nn.Module", distill: DistillConfig) -> "nn
                          init_from_teacher=distill.init_from_teacher)
 
 
+def teacher_dtype(precision: str) -> "torch.dtype":
+    """The frozen teacher's dtype for a job training in `precision`: fp32 for fp32 jobs, else bf16."""
+    import torch
+
+    return torch.float32 if precision == "fp32" else torch.bfloat16
+
+
 class Distiller:
     """Computes the distillation loss of a micro-batch from student and teacher logits."""
 
-    def __init__(self, teacher: "nn.Module", distill: DistillConfig, device: Any) -> None:
+    def __init__(self, teacher: "nn.Module", distill: DistillConfig, device: Any, precision: str) -> None:
         from training.compress.distill import freeze_teacher
 
-        self.teacher = freeze_teacher(teacher).to(device)
+        self.teacher = freeze_teacher(teacher, teacher_dtype(precision)).to(device)
         self.config = distill
 
     def teacher_logits(self, batch: dict[str, "torch.Tensor"]) -> "torch.Tensor":

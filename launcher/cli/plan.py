@@ -27,14 +27,14 @@ def command(spec_file: str, output: str) -> None:
     from launcher.errors import PlanError
     from launcher.plan import estimate_job
     from launcher.spec import load_spec
-    from launcher.support import hardware_problems
+    from launcher.support import hardware_problems, local_run_notes
 
     loaded = load_spec(spec_file)
     plan = estimate_job(loaded.spec)
     if output == "json":
         click.echo(json.dumps(plan.to_json(), indent=2))
     else:
-        for note in loaded.notes:
+        for note in loaded.notes + local_run_notes(loaded.spec):
             warn(note)
         print_plan(plan, loaded.spec.name)
     if plan.layout is None:

@@ -40,7 +40,7 @@ def command(spec_file: str, dry_run: bool, dry_run_server: bool, detach: bool, g
             wait: bool, follow: bool, replace: bool, context: str | None, namespace: str | None, runs_dir: str) -> int:
     """Run the job in SPEC: on this machine (followed to the end, or --detach) or on a Kubernetes cluster."""
     from launcher.spec import load_spec
-    from launcher.support import local_run_problems, unsupported_features
+    from launcher.support import local_run_notes, local_run_problems, unsupported_features
     from launcher.targets.base import SubmitOptions, Where, load_target
 
     loaded = load_spec(spec_file)
@@ -53,6 +53,8 @@ def command(spec_file: str, dry_run: bool, dry_run_server: bool, detach: bool, g
     refused = local_run_problems(spec)
     if refused:
         raise NotSupportedYet("this spec is valid but cannot run here:\n  " + "\n  ".join(refused))
+    for note in local_run_notes(spec):
+        warn(note)
     target = load_target(spec.target, Where(runs_dir, context, namespace))
     options = SubmitOptions(wait=wait, follow=follow, replace=replace, grace_s=grace_seconds,
                             max_restarts=max_restarts)

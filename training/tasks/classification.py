@@ -122,7 +122,7 @@ class ClassificationTask(Task):
         if info.get("classes") is not None and info["classes"] != self.classes:
             raise ConfigError(f"the teacher {distill.teacher} was trained on other classes than this data has")
         student = build_distilled_student(teacher, distill)
-        self.distiller = Distiller(teacher, distill, self.worker.device)
+        self.distiller = Distiller(teacher, distill, self.worker.device, self.job.training.precision)
         return student
 
     def _batch(self, data: cls_data.LabelledSet | PreparedExamples, indices: list[int],
