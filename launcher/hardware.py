@@ -22,9 +22,8 @@ support avx_ne_convert or avx512bw, avx512vl and avx512dq" (`mkldnn_bf16_device_
 `ideep::has_bf16_type_support`). Elsewhere (an AMD EPYC of the Zen 3 generation: AVX2 only) bf16
 matrix products fall back to PyTorch's generic kernels: llama-tiny's forward and backward took 11 to
 14 times as long as in fp32 there (2,272 and 2,479 against 199 and 178 ms per micro-batch of 4 x 64
-tokens, one thread, two runs). A local job
-still runs, and `precision_note` (through `launcher.support.local_run_notes`) says so before any
-worker starts.
+tokens, one thread, two runs). A local job still runs, and `precision_note` (through
+`launcher.support.local_run_notes`) says so before any worker starts.
 """
 
 from __future__ import annotations
@@ -103,9 +102,8 @@ def bf16_native() -> bool:
 
 def nvidia_gpu_present() -> bool:
     """Whether the NVIDIA driver lists a GPU (it creates /proc/driver/nvidia/gpus/<bus id> per device)."""
-    gpus = NVIDIA_GPUS
     try:
-        return gpus.is_dir() and any(gpus.iterdir())
+        return NVIDIA_GPUS.is_dir() and any(NVIDIA_GPUS.iterdir())
     except OSError:
         return False
 

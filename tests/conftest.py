@@ -107,8 +107,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 # --- threads a test leaves behind -----------------------------------------------------------------
 # dlaunch's log followers run in daemon threads; one that outlives its test keeps working against a
-# server that is gone (one kept a core busy for the rest of a session, which made the suite about
-# half as fast on a 2-core machine). Every test must leave none running.
+# server that is gone (one took about 75% of a core for the rest of a session, one of the two
+# cores of a CI machine). Every test must leave none running.
 LEAK_GRACE_S = 5.0
 
 
