@@ -16,10 +16,12 @@ CORPORA := /usr/share/doc/python3.11/html/_sources/tutorial /usr/share/wordnet/d
 $(PY):
 	python3 -m venv $(VENV)
 
-# Reinstall only when pyproject.toml changes. torch first, pinned, so that nothing pulls a CUDA build.
+# Reinstall only when pyproject.toml changes. torch first, pinned, so that nothing pulls a CUDA build;
+# then compile the DeepSpeed ops a local job loads (training/prebuild.py), once, not in the first job.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q $(PIP_FLAGS) "torch==2.13.0"
 	$(PY) -m pip install -q $(PIP_FLAGS) -e ".[$(EXTRAS)]"
+	$(PY) -m training.prebuild
 	touch $(STAMP)
 
 install: $(STAMP)

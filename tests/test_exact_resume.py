@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, base_spec
+from tests.conftest import BF16_TEST_MODEL, REPO, base_spec
 from tests.s3server import SeaweedS3, s3_server  # noqa: F401  (s3_server is a fixture)
 
 pytestmark = pytest.mark.slow
@@ -77,6 +77,8 @@ def make_job(tmp: Path, name: str, precision: str, stage: int, checkpoint_uri: s
     checkpoint = {"uri": checkpoint_uri, "every_steps": EVERY_STEPS, "keep_last": 2}
     if server is not None:
         checkpoint["endpoint_url"] = server.endpoint_url
+    if precision == "bf16":
+        spec["training"]["model"] = BF16_TEST_MODEL
     spec["training"].update({
         "max_steps": MAX_STEPS,
         "precision": precision,

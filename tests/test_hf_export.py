@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import BF16_TEST_MODEL
 from tests.jobs import job_spec, run_job
 
 MINILM = Path(__file__).resolve().parent.parent / "data" / "models" / "all-MiniLM-L6-v2"
@@ -16,10 +17,10 @@ MINILM = Path(__file__).resolve().parent.parent / "data" / "models" / "all-MiniL
 
 @pytest.fixture(scope="module")
 def zero3_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-rank ZeRO-3 bf16 llama-tiny run that commits a checkpoint at step 4 (parameters partitioned)
+    """A 2-rank ZeRO-3 bf16 run of a narrow llama-tiny that commits a checkpoint at step 4 (parameters partitioned)
     and, after training, exports itself as a Hugging Face directory (`compression.export: [hf]`)."""
     tmp = tmp_path_factory.mktemp("zero3")
-    spec = job_spec(tmp, "hf-zero3", max_steps=4, zero={"stage": 3}, precision="bf16",
+    spec = job_spec(tmp, "hf-zero3", max_steps=4, zero={"stage": 3}, precision="bf16", model=BF16_TEST_MODEL,
                     checkpoint={"uri": str(tmp / "ckpt"), "every_steps": 4}, compression={"export": ["hf"]})
     events = run_job(tmp, spec)
     assert [e["format"] for e in events if e["event"] == "artifact"] == ["hf"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import BF16_TEST_MODEL
 from tests.jobs import job_spec, losses, run_job
 
 
@@ -64,7 +65,7 @@ def test_ray_backend_matches_deepspeed_backend_bit_for_bit(tmp_path: Path, stage
     curves = {}
     for backend in ("deepspeed", "ray"):
         spec = job_spec(tmp_path, f"{backend}-{precision}", max_steps=5, precision=precision, zero={"stage": stage},
-                        eval={"every_steps": 5, "max_batches": 2})
+                        eval={"every_steps": 5, "max_batches": 2}, model=BF16_TEST_MODEL)
         spec["backend"] = backend
         events = run_job(tmp_path, spec)
         curves[backend] = losses(events) + [e["eval_loss"] for e in events if e["event"] == "eval"]

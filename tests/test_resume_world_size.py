@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, base_spec
+from tests.conftest import BF16_TEST_MODEL, REPO, base_spec
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +54,8 @@ def write_spec(directory: Path, ranks: int, backend: str, precision: str, stage:
     zero: dict[str, Any] = {"stage": stage}
     if offload:
         zero["offload_optimizer"] = True
+    if precision == "bf16":
+        spec["training"]["model"] = BF16_TEST_MODEL
     spec["training"].update({
         "max_steps": MAX_STEPS, "precision": precision, "zero": zero,
         "data": {**spec["training"]["data"], "seq_len": 32},

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from launcher.hardware import fp16_supported
+from tests.conftest import BF16_TEST_MODEL
 from tests.jobs import job_spec, losses, run_job
 
 pytestmark = pytest.mark.slow
@@ -57,7 +58,7 @@ FP16_HERE = pytest.mark.skipif(not fp16_supported(), reason="this CPU has no fp1
 
 @pytest.mark.parametrize("name,training", [
     pytest.param("fp16-zero2", {"precision": "fp16", "zero": {"stage": 2}}, marks=FP16_HERE),
-    ("offload-zero3", {"precision": "bf16", "zero": {"stage": 3, "offload_optimizer": True, "offload_params": True}}),
+    ("offload-zero3", {"precision": "bf16", "model": BF16_TEST_MODEL, "zero": {"stage": 3, "offload_optimizer": True, "offload_params": True}}),
     ("offload-zero1-fp32", {"precision": "fp32", "zero": {"stage": 1, "offload_optimizer": True}}),
 ])
 def test_precision_and_offload_variants_train(tmp_path: Path, name: str, training: dict) -> None:

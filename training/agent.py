@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 
 from training import exitcodes
+from training.heap import defer_collection, settle_after_start
 
 STATUS_DIR_ENV = "DLAUNCH_AGENT_STATUS_DIR"
 POST_TRAINING_MARKER = "post-training-failed"
@@ -77,6 +78,7 @@ def run_torchrun(argv: list[str], status_dir: Path) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    settle_after_start()
     os.environ[STATUS_DIR_ENV] = str(status_dir)  # the workers inherit it
     try:
         run(parse_args(argv))
@@ -97,6 +99,7 @@ def run_torchrun(argv: list[str], status_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
+    defer_collection()  # until torch is imported (training.heap)
     try:
         if not wait_for_rendezvous_host():
             from training.rendezvous_wait import UNAVAILABLE

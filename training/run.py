@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from training import exitcodes
 from training.config import ResolvedJob
+from training.heap import defer_collection, settle_after_start
 from training.failure import FailureDecision, make_decision
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ def train(job: ResolvedJob, on_checkpoint: Callable[[int, dict[str, Any]], None]
     engine = ctx.initialize(model)
     trainer = Trainer(job, ctx.worker, engine, task, ctx.checkpoints, ctx.tracker, on_checkpoint=on_checkpoint)
     trainer.resume()
+    settle_after_start()
     trainer.extra["wandb_run_id"] = start_tracking(ctx)
     ctx.tracker.log("start", step=trainer.state.step, max_steps=job.training.max_steps, world_size=ctx.worker.world,
                     parameters=parameter_count(model), **task.describe())
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.run", description=__doc__)
     parser.add_argument("job", help="resolved job JSON written by `dlaunch submit`")
     args = parser.parse_args(argv)
+    defer_collection()
     if os.environ.get("DLAUNCH_LOG_DIR"):
         redirect_output_to_log(os.environ["DLAUNCH_LOG_DIR"], os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -42,10 +42,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     A `ConfigError` propagates unchanged: Ray Train keeps the worker's exception object in
     `WorkerGroupError.worker_failures`, and the driver (`training.ray_entry`) decides on its type."""
+    from training.heap import defer_collection
     from training.run import train
 
     import ray.train
 
+    defer_collection()  # train() settles it once the job is built (training.heap)
     os.environ.update(config["env"])
     job = ResolvedJob.model_validate(config["job"])
     if os.environ.get("DLAUNCH_LOG_DIR"):

@@ -99,7 +99,6 @@ def agent_argv(spec: JobSpec, job_file: str, node: int, port: int) -> list[str]:
         f"--rdzv-id={spec.name}",
         f"--rdzv-conf=is_host={1 if node == 0 else 0},join_timeout={RENDEZVOUS_TIMEOUT_S}",
         "--max-restarts=0",
-        "--monitor-interval=0.5",
         "-m", "training.run", job_file,
     ]
 
