@@ -176,10 +176,10 @@ def test_sigterm_while_waiting_for_pod_0_exits_preempted_at_once(tmp_path: Path)
     while "waiting for rendezvous host" not in log.read_text():
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
-    sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=10) == PREEMPTED, log.read_text()
-    assert time.monotonic() - sent < 5
+    # One that ignored the signal would sit out DLAUNCH_RDZV_WAIT_TIMEOUT (30 s) and then exit with
+    # the rendezvous failure's code: the code and the message below are what prove it stopped.
+    assert proc.wait(timeout=25) == PREEMPTED, log.read_text()
     assert "stopped by SIGTERM while starting up" in log.read_text()
 
 
