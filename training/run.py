@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from training import exitcodes
 from training.config import ResolvedJob
+from training.distributed import leave_process_group
 from training.heap import defer_collection, settle_after_start
 from training.failure import FailureDecision, make_decision
 
@@ -114,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     if job is None:
         return exitcodes.CONFIG_ERROR
     try:
-        return train(job)
+        code = train(job)
     except Exception as exc:
-        if make_decision(exc) is FailureDecision.RAISE:
-            log.error("configuration error: %s", exc)
-            return exitcodes.CONFIG_ERROR
-        raise  # retriable: the traceback goes to the rank log and the process exits 1
+        if make_decision(exc) is not FailureDecision.RAISE:
+            raise  # retriable: the traceback goes to the rank log and the process exits 1
+        log.error("configuration error: %s", exc)
+        code = exitcodes.CONFIG_ERROR
+    leave_process_group()
+    return code
 
 
 if __name__ == "__main__":
