@@ -21,7 +21,9 @@ from tests.conftest import REPO, CliResult
 from tests.hostile_yaml import CASES
 
 PEAK_BYTES = 8 * 2**20
-# PyYAML's scanner looks ahead of the node being composed by at most a flow level's tokens.
+# While a token may still begin a simple key, PyYAML's scanner reads on, for at most 1,024
+# characters (yaml/scanner.py `need_more_tokens`, `stale_possible_simple_keys`): that far past
+# the node being composed, and a margin.
 SCAN_AHEAD = 2048
 
 
@@ -35,6 +37,14 @@ class CountingLoader(BoundedLoader):
     def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
         self.composed += 1
         return super().compose_node(parent, index)
+
+
+def refused_by_loader(text: str) -> tuple[CountingLoader, yaml.MarkedYAMLError]:
+    """Compose `text` with the counting loader, which must refuse it; the loader and the refusal."""
+    loader = CountingLoader(text)
+    with pytest.raises(yaml.MarkedYAMLError) as refused:
+        loader.get_single_node()
+    return loader, refused.value
 
 
 def with_peak_memory(run_cli, path: Path) -> tuple[CliResult, int]:
@@ -63,20 +73,16 @@ def test_hostile_yaml_is_refused_early_in_little_memory(case: str, run_cli, writ
         assert f"{path}:{line}: (file): refused" in result.err, result.err
     assert peak < PEAK_BYTES, f"{case} peaked at {peak / 2**20:.1f} MiB"
 
-    loader = CountingLoader(text)
-    with pytest.raises(yaml.MarkedYAMLError) as refused:
-        loader.get_single_node()
-    assert refused.value.problem_mark is not None
+    loader, refusal = refused_by_loader(text)
+    assert refusal.problem_mark is not None
     assert loader.composed <= MAX_NODES + 1, f"{case}: composed {loader.composed:,} nodes"
     # It stopped reading at the refused node, not at the end of the document.
-    assert loader.pointer <= refused.value.problem_mark.index + SCAN_AHEAD, (case, loader.pointer)
+    assert loader.pointer <= refusal.problem_mark.index + SCAN_AHEAD, (case, loader.pointer)
 
 
 def test_a_long_flat_list_is_refused_a_fraction_of_the_way_in() -> None:
     text = CASES["huge-flat-list"][0]
-    loader = CountingLoader(text)
-    with pytest.raises(yaml.MarkedYAMLError):
-        loader.get_single_node()
+    loader, _ = refused_by_loader(text)
     assert loader.composed == MAX_NODES + 1
     assert loader.pointer < len(text) // 4  # 10,001 of its 80,001 values
 
