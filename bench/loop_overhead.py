@@ -4,8 +4,11 @@ the bare DeepSpeed engine.
 Same model (llama-tiny preset, vocab 4096), same batch (2 ranks x micro 8 x seq 128, no
 accumulation), same optimizer (torch's fused AdamW, which dlaunch and HF Trainer use by default),
 fp32 everywhere, 2 CPU processes each under `torchrun --standalone`. The fourth contender is the
-DeepSpeed engine dlaunch builds, driven by a three-line loop: dlaunch against it is what the loop
-itself costs; HF Trainer drives the same engine with the same generated config.
+DeepSpeed engine as dlaunch builds it (its process group joined as a worker joins it, so its
+gradients are summed through shared memory, `training.engine.shm_allreduce`), driven by a
+three-line loop: dlaunch against it is what the loop itself costs. HF Trainer drives a DeepSpeed
+engine with the same generated config, built by HF (gloo sums, as DeepSpeed's default backend does);
+the DDP baseline sums over gloo too.
 
 The four jobs run time-sliced: all three are started, and the bench lets exactly one of them run
 at a time (SIGSTOP/SIGCONT on its whole process tree), SLICE_S seconds each in turn, until all
@@ -84,12 +87,10 @@ def ddp_worker(out: Path) -> None:
 def deepspeed_worker(out: Path) -> None:
     """The engine alone: dlaunch's DeepSpeed engine (same config, AdamW and schedule) driven by the
     shortest loop there is, on pre-drawn batches; what dlaunch's loop adds shows against this one."""
-    import deepspeed
-
+    from training.distributed import init_distributed
     from training.engine.deepspeed import initialize
 
-    deepspeed.init_distributed("gloo")
-    rank = int(os.environ["RANK"])
+    rank = init_distributed().rank  # joined as dlaunch's worker joins; `initialize` connects DeepSpeed
     engine, _ = initialize(build_model(), bench_training(), bench_layout())
     ends = [time.time()]
     for batch in batches(rank, STEPS):

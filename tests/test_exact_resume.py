@@ -28,6 +28,7 @@ import yaml
 
 from tests.conftest import BF16_TEST_MODEL, REPO, base_spec
 from tests.s3server import SeaweedS3, s3_server  # noqa: F401  (s3_server is a fixture)
+from training.engine.shm_allreduce import usable_cpus
 
 pytestmark = pytest.mark.slow
 
@@ -230,6 +231,8 @@ def test_killed_and_resubmitted_job_ends_bit_identical(tmp_path: Path, layout: s
     reference = make_job(tmp_path / "reference", "reference", precision, stage, base, server)
     interrupted = make_job(tmp_path / "interrupted", "interrupted", precision, stage, base, server)
     run_to_end(reference, [])
+    if usable_cpus() >= 2:  # one machine, two ranks: both jobs sum through shared memory, and resume exactly on it
+        assert "through shared memory" in (reference.runs / "reference" / "logs" / "rank-0.log").read_text()
     attempts = run_to_end(interrupted, kill_plan(layout, kills))
     print(json.dumps(attempts))
 

@@ -82,6 +82,8 @@ def test_wandb_offline_run_and_rank_logs_exist(finished_job) -> None:
     logs = run_dir / "logs"
     assert {p.name for p in logs.iterdir()} >= {"rank-0.log", "rank-1.log", "agent-0.log", "agent-1.log"}
     assert "[dlaunch]" in (logs / "rank-0.log").read_text()
+    # Two agents stand for two machines: gradients are summed over gloo, never through /dev/shm.
+    assert "through shared memory" not in (logs / "rank-0.log").read_text()
 
 
 def test_resubmit_resumes_from_latest_checkpoint(finished_job) -> None:

@@ -46,13 +46,18 @@ class TrainContext:
     def initialize(self, model: Any) -> Any:
         """An engine around `model` with the spec's optimizer, schedule and ZeRO layout: DeepSpeed,
         or plain DDP on the Ray backend with `zero.stage: 0`."""
-        if self.job.backend == "ray" and self.job.layout.zero_stage == 0:
+        if not uses_deepspeed(self.job):
             from training.engine.ddp import DDPEngine
 
             return DDPEngine(model, self.job.training, self.job.layout, self.worker.device)
         from training.engine.deepspeed import initialize
 
         return initialize(model, self.job.training, self.job.layout)[0]
+
+
+def uses_deepspeed(job: ResolvedJob) -> bool:
+    """Every job trains in a DeepSpeed engine but the Ray backend's at ZeRO stage 0 (plain DDP)."""
+    return not (job.backend == "ray" and job.layout.zero_stage == 0)
 
 
 def make_context(job: ResolvedJob) -> TrainContext:
@@ -65,6 +70,10 @@ def make_context(job: ResolvedJob) -> TrainContext:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local or s3:// paths, never a hub
     steady_allocation()  # each step's buffers are reused from the heap instead of faulted in afresh
     worker = init_distributed()
+    if uses_deepspeed(job):  # before a ZeRO-3 model is built in DeepSpeed's partitioning context
+        from training.engine.shm_allreduce import connect
+
+        connect(worker.device)
     paths = JobPaths.for_job(job)
     stopping = job.training.eval.early_stopping
     manager = CheckpointManager.build(job.training.checkpoint, root=paths.checkpoints, rank=worker.rank,

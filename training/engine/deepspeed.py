@@ -64,6 +64,10 @@ def initialize(model: "torch.nn.Module", training: TrainingConfig, layout: Batch
     import deepspeed
     import torch
 
+    from training.distributed import select_accelerator
+    from training.engine.shm_allreduce import connect
+
+    connect(select_accelerator())  # does nothing when the worker has connected already (make_context)
     freeze = training.model.freeze_backbone_steps
     frozen_prefix = "backbone." if freeze else None
     optimizer = build_optimizer(model, training.optimizer, offload=layout.offload_optimizer,

@@ -1,0 +1,117 @@
+"""DeepSpeed's all-reduces through shared memory on one CPU machine (`training.engine.shm_allreduce`).
+
+The fast tests check when the shared-memory sum may serve a job and which calls it takes. The slow
+one starts two real ranks under torchrun, connects DeepSpeed as a worker does, and checks that its
+sums equal gloo's bit for bit, that only blocking sums over all ranks took the shared-memory path,
+and that no /dev/shm segment is left behind. Not verified here: a machine without AVX2 (the sum then
+stays on gloo, by the kernel level DeepSpeed reports) and the 16-bit kernels' numerics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.engine import shm_allreduce
+from training.engine.shm_allreduce import local_world, served_by_shm, usable_cpus
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def two_local_ranks(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.delenv("DLAUNCH_SHM_ALLREDUCE", raising=False)
+    monkeypatch.setattr(shm_allreduce, "usable_cpus", lambda: 2)
+    return monkeypatch
+
+
+def test_two_ranks_on_one_cpu_machine_may_share_memory(two_local_ranks: pytest.MonkeyPatch) -> None:
+    assert local_world("cpu") == 2
+
+
+@pytest.mark.parametrize("change", ["gpu", "one rank", "two machines", "more ranks than cpus", "turned off"])
+def test_otherwise_gloo_keeps_every_sum(two_local_ranks: pytest.MonkeyPatch, change: str) -> None:
+    device = "cuda" if change == "gpu" else "cpu"
+    if change == "one rank":
+        two_local_ranks.setenv("WORLD_SIZE", "1")
+        two_local_ranks.setenv("LOCAL_WORLD_SIZE", "1")
+    elif change == "two machines":
+        two_local_ranks.setenv("LOCAL_WORLD_SIZE", "1")
+    elif change == "more ranks than cpus":
+        two_local_ranks.setattr(shm_allreduce, "usable_cpus", lambda: 1)
+    elif change == "turned off":
+        two_local_ranks.setenv("DLAUNCH_SHM_ALLREDUCE", "0")
+    assert local_world(device) is None
+
+
+def test_usable_cpus_is_capped_by_the_cgroup_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    monkeypatch.setattr(shm_allreduce, "CGROUP_CPU_MAX", cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus() == affinity  # no cgroup file
+    cpu_max.write_text("max 100000\n")
+    assert usable_cpus() == affinity
+    cpu_max.write_text("150000 100000\n")  # a pod limited to 1.5 CPUs can keep one spinning rank busy
+    assert usable_cpus() == 1
+
+
+@pytest.mark.parametrize(("case", "served"), [
+    ("fp32 sum over all ranks", True),
+    ("bf16 on an AVX2-only cpu", False),
+    ("bf16 with AVX-512BW", True),
+    ("asynchronous", False),
+    ("not a sum", False),
+    ("a subgroup", False),
+    ("not contiguous", False),
+    ("empty", False),
+    ("int64", False),
+])
+def test_which_all_reduces_take_the_shared_memory_path(case: str, served: bool) -> None:
+    tensor = torch.zeros(8, 4)
+    args = {"is_sum": True, "async_op": False, "group_size": 2, "world": 2, "level": 1}
+    if case.startswith("bf16"):
+        tensor = tensor.bfloat16()
+        args["level"] = 2 if "512" in case else 1
+    elif case == "asynchronous":
+        args["async_op"] = True
+    elif case == "not a sum":
+        args["is_sum"] = False
+    elif case == "a subgroup":
+        args["group_size"] = 1
+    elif case == "not contiguous":
+        tensor = tensor.t()
+    elif case == "empty":
+        tensor = torch.zeros(0)
+    elif case == "int64":
+        tensor = tensor.long()
+    assert served_by_shm(tensor, **args) is served
+
+
+@pytest.mark.slow
+def test_two_local_ranks_sum_through_shared_memory_as_gloo_does(tmp_path: Path) -> None:
+    if local_world_on_this_machine() is None:
+        pytest.skip("fewer than 2 usable CPUs: the shared-memory sum is not used here")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    env.pop("DLAUNCH_SHM_ALLREDUCE", None)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone",
+                           str(REPO / "tests" / "shm_allreduce_ranks.py")],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert report["connected"] and report["local_size"] == "2"
+    assert report["equal"] == {"gradients": True, "small": True}  # both of the op's paths, as gloo sums
+    assert report["routed_sums"] == 2 and report["routed_total"] == 2  # MAX and the async sum went to gloo
+    assert report["max"] == [1.0, 2.0, 3.0, 4.0]
+    assert report["segment_left"] is False
+
+
+def local_world_on_this_machine() -> int | None:
+    return 2 if usable_cpus() >= 2 else None
