@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 
 from training.distributed import init_distributed
-from training.engine.shm_allreduce import connect, segment_path
+from training.engine.shm_allreduce import agreed, connect, segment_path
 
 
 def main() -> None:
@@ -40,6 +40,8 @@ def main() -> None:
         "routed_total": (served.count if served else 0),
         "max": largest.tolist(),
         "segment_left": segment_path(worker.rank).exists(),
+        "agreed_when_ranks_differ": agreed(2 if worker.rank == 0 else None),
+        "agreed_when_alike": agreed(2),
     }
     dist.barrier()
     if worker.rank == 0:

@@ -3,7 +3,7 @@
 The fast tests check when the shared-memory sum may serve a job and which calls it takes. The slow
 one starts two real ranks under torchrun, connects DeepSpeed as a worker does, and checks that its
 sums equal gloo's bit for bit, that only blocking sums over all ranks took the shared-memory path,
-and that no /dev/shm segment is left behind. Not verified here: a machine without AVX2 (the sum then
+that no /dev/shm segment is left behind, and that ranks deciding differently both keep gloo. Not verified here: a machine without AVX2 (the sum then
 stays on gloo, by the kernel level DeepSpeed reports) and the 16-bit kernels' numerics.
 """
 
@@ -37,7 +37,8 @@ def test_two_ranks_on_one_cpu_machine_may_share_memory(two_local_ranks: pytest.M
     assert local_world("cpu") == 2
 
 
-@pytest.mark.parametrize("change", ["gpu", "one rank", "two machines", "more ranks than cpus", "turned off"])
+@pytest.mark.parametrize("change", ["gpu", "one rank", "two machines", "more ranks than cpus", "no room in /dev/shm",
+                                    "turned off"])
 def test_otherwise_gloo_keeps_every_sum(two_local_ranks: pytest.MonkeyPatch, change: str) -> None:
     device = "cuda" if change == "gpu" else "cpu"
     if change == "one rank":
@@ -47,6 +48,8 @@ def test_otherwise_gloo_keeps_every_sum(two_local_ranks: pytest.MonkeyPatch, cha
         two_local_ranks.setenv("LOCAL_WORLD_SIZE", "1")
     elif change == "more ranks than cpus":
         two_local_ranks.setattr(shm_allreduce, "usable_cpus", lambda: 1)
+    elif change == "no room in /dev/shm":
+        two_local_ranks.setattr(shm_allreduce, "SEGMENT_BYTES", 1 << 60)
     elif change == "turned off":
         two_local_ranks.setenv("DLAUNCH_SHM_ALLREDUCE", "0")
     assert local_world(device) is None
@@ -111,6 +114,7 @@ def test_two_local_ranks_sum_through_shared_memory_as_gloo_does(tmp_path: Path) 
     assert report["routed_sums"] == 2 and report["routed_total"] == 2  # MAX and the async sum went to gloo
     assert report["max"] == [1.0, 2.0, 3.0, 4.0]
     assert report["segment_left"] is False
+    assert report["agreed_when_ranks_differ"] is None and report["agreed_when_alike"] == 2
 
 
 def local_world_on_this_machine() -> int | None:

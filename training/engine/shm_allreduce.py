@@ -16,6 +16,10 @@ It is used only where it is safe, else DeepSpeed's backend is left as it is:
   `WORLD_SIZE`): the op has no network path, and crashes a process where it was not set up;
 - no more ranks than the CPUs this process may use: a rank waiting for its peers spins (shm.cpp
   `wait_buffer_state_until_2`), which would take the CPU a peer needs;
+- room in /dev/shm for every rank's segment (a container's default 64 MB is not): DeepSpeed does not
+  check that its segment was written whole, and a short one kills the process with SIGBUS;
+- every rank deciding alike (one gloo all-reduce agrees): a rank that set `LOCAL_SIZE` alone would
+  wait forever for its peers' segments;
 - DeepSpeed's backend not built yet (its set-up reads `LOCAL_SIZE` once), and not turned off with
   `DLAUNCH_SHM_ALLREDUCE=0`.
 
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("training.shm_allreduce")
 
 SEGMENT_PREFIX = "deepspeed_allreduce_buffer"  # shm.cpp SHM_BUFFER_NAME
+SEGMENT_BYTES = 8 + 2 * (1 << 20) + 2 * (32 << 20)  # shm.cpp `struct allreduce_workspace`: 2 states, 4 buffers
+SHM_DIR = Path("/dev/shm")
 KERNEL_LEVEL = {"float32": 1, "bfloat16": 2, "float16": 2}  # comm/torch.py: fp32 needs AVX2, 16-bit AVX-512BW
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
 
@@ -59,13 +65,27 @@ def local_world(device: str) -> int | None:
     world, local = os.environ.get("WORLD_SIZE", "1"), os.environ.get("LOCAL_WORLD_SIZE")
     if not world.isdigit() or int(world) < 2 or local != world or int(world) > usable_cpus():
         return None
-    return int(world)
+    try:
+        room = os.statvfs(SHM_DIR)
+    except OSError:
+        return None
+    return int(world) if room.f_bavail * room.f_frsize >= int(world) * SEGMENT_BYTES else None
+
+
+def agreed(world: int | None) -> int | None:
+    """`world` when every rank of the process group decided on it, else None (one gloo all-reduce)."""
+    import torch
+    import torch.distributed as dist
+
+    decision = torch.tensor([world or 0])
+    dist.all_reduce(decision, op=dist.ReduceOp.MIN)
+    return world if world and int(decision.item()) == world else None
 
 
 def segment_path(rank: int) -> Path:
     """The /dev/shm file DeepSpeed creates for `rank` (shm.cpp `shm_initialize`: uid, master address and port)."""
     address, port = os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", "")
-    return Path("/dev/shm") / f"{SEGMENT_PREFIX}_{os.getuid()}_{address}_{port}_{rank}"
+    return SHM_DIR / f"{SEGMENT_PREFIX}_{os.getuid()}_{address}_{port}_{rank}"
 
 
 def connect(device: str) -> bool:
@@ -77,7 +97,7 @@ def connect(device: str) -> bool:
 
     if ds_comm.is_initialized():  # built by someone else, perhaps without LOCAL_SIZE: leave it be
         return False
-    world = local_world(device)
+    world = agreed(local_world(device))
     if world is not None:
         os.environ["LOCAL_SIZE"] = str(world)
     ds_comm.init_distributed(verbose=False)
