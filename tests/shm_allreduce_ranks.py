@@ -1,10 +1,13 @@
-"""One rank of `tests/test_shm_allreduce.py`'s job, started by torchrun: join the group as dlaunch's
-worker does, connect DeepSpeed, sum through it and through gloo, and print what was seen (rank 0)."""
+"""One rank of `tests/test_shm_allreduce.py`'s jobs: join the group as dlaunch's worker does and
+connect DeepSpeed; then `sums` (under torchrun) sums through it and through gloo and prints what was
+seen (rank 0), and `peer-dies` kills rank 1 while rank 0 waits for it in a shared-memory sum."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 
 import torch
 import torch.distributed as dist
@@ -13,12 +16,18 @@ from training.distributed import init_distributed
 from training.engine.shm_allreduce import agreed, connect, segment_path
 
 
-def main() -> None:
+def main(mode: str) -> None:
     worker = init_distributed()
     connected = connect(worker.device)
     import deepspeed.comm as ds_comm
 
-    served = getattr(ds_comm.comm.cdb.all_reduce, "served", None)
+    if mode == "peer-dies":
+        if worker.rank == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        ds_comm.all_reduce(torch.ones(4))  # rank 0 waits for rank 1 here; its PeerWatch ends it
+        sys.exit(0)  # not reached: rank 0 leaves with the watch's exit code
+
+    served = getattr(ds_comm.comm.cdb.all_reduce, "watch", None)
     before = served.count if served else 0
     gradients = torch.randn(3_000_000, generator=torch.Generator().manual_seed(worker.rank))  # > the op's 1 MiB path
     small = torch.randn(1000, generator=torch.Generator().manual_seed(10 + worker.rank))
@@ -50,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else "sums")

@@ -3,7 +3,9 @@
 The fast tests check when the shared-memory sum may serve a job and which calls it takes. The slow
 one starts two real ranks under torchrun, connects DeepSpeed as a worker does, and checks that its
 sums equal gloo's bit for bit, that only blocking sums over all ranks took the shared-memory path,
-that no /dev/shm segment is left behind, and that ranks deciding differently both keep gloo. Not verified here: a machine without AVX2 (the sum then
+that no /dev/shm segment is left behind, and that ranks deciding differently both keep gloo; another
+kills one rank while its peer waits for it in a shared-memory sum, which must end the peer (exit 1)
+rather than leave it spinning until an agent's SIGKILL. Not verified here: a machine without AVX2 (the sum then
 stays on gloo, by the kernel level DeepSpeed reports) and the 16-bit kernels' numerics.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +22,8 @@ import pytest
 import torch
 
 from training.engine import shm_allreduce
-from training.engine.shm_allreduce import local_world, served_by_shm, usable_cpus
+from training.distributed import free_port
+from training.engine.shm_allreduce import local_world, process_gone, served_by_shm, usable_cpus
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,3 +123,31 @@ def test_two_local_ranks_sum_through_shared_memory_as_gloo_does(tmp_path: Path) 
 
 def local_world_on_this_machine() -> int | None:
     return 2 if usable_cpus() >= 2 else None
+
+
+def test_a_process_is_gone_once_it_exits_even_before_it_is_reaped() -> None:
+    assert not process_gone(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert not process_gone(child.pid)
+    child.send_signal(signal.SIGKILL)
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped: a zombie
+    assert process_gone(child.pid)
+    child.wait()
+    assert process_gone(child.pid)
+
+
+@pytest.mark.slow
+def test_a_rank_waiting_for_a_dead_peer_exits_instead_of_spinning(tmp_path: Path) -> None:
+    if local_world_on_this_machine() is None:
+        pytest.skip("fewer than 2 usable CPUs: the shared-memory sum is not used here")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
+           "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    env.pop("DLAUNCH_SHM_ALLREDUCE", None)
+    ranks = [subprocess.Popen([sys.executable, str(REPO / "tests" / "shm_allreduce_ranks.py"), "peer-dies"],
+                              env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in range(2)]
+    outputs = [rank.communicate(timeout=300)[0] for rank in ranks]
+    assert ranks[1].returncode == -signal.SIGKILL
+    assert ranks[0].returncode == 1, outputs[0][-3000:]  # not -9 (an agent's kill) nor a hang
+    assert "rank(s) [1] exited while this rank waited for them" in outputs[0]

@@ -23,6 +23,12 @@ It is used only where it is safe, else DeepSpeed's backend is left as it is:
 - DeepSpeed's backend not built yet (its set-up reads `LOCAL_SIZE` once), and not turned off with
   `DLAUNCH_SHM_ALLREDUCE=0`.
 
+The op waits for its peers by spinning, without a timeout: a rank whose peer was killed would spin
+until its agent kills it 30 s after SIGTERM (torchrun's `_close`; Python runs the worker's SIGTERM
+handler only between bytecodes), where gloo fails at once on the closed socket. So a `PeerWatch`
+thread checks, while a sum has waited over half a second, that every peer's process still runs,
+and ends the rank with exit code 1 (a retriable failure) when one is gone.
+
 DeepSpeed never removes the segments (about 66 MB per rank, `shared_close` is not called), so after
 every rank has mapped its peers' (a barrier) each rank unlinks its own name: the memory stays
 mapped until the process exits and is then freed, and no job leaves /dev/shm fuller.
@@ -32,7 +38,11 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,16 +123,65 @@ def connect(device: str) -> bool:
     if level < 1:
         log.info("gloo sums gradients: this CPU lacks AVX2, which DeepSpeed's shared-memory sum needs")
         return False
-    route_all_reduce(backend, world, level)
+    peers: list[Any] = [None] * world
+    dist.all_gather_object(peers, os.getpid())
+    watch = PeerWatch({rank: pid for rank, pid in enumerate(peers) if rank != dist.get_rank()})
+    watch.start()
+    route_all_reduce(backend, world, level, watch)
     log.info("DeepSpeed sums all-reduces over the %d ranks on this machine through shared memory", world)
     return True
 
 
-@dataclass
-class Served:
-    """How many all-reduces the shared-memory sum has served in this process."""
+def process_gone(pid: int) -> bool:
+    """True when `pid` has exited (no /proc entry, or a zombie its parent has not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] in "ZX"  # the state follows the command name's closing parenthesis
 
-    count: int = 0
+
+class PeerWatch:
+    """Ends this rank when a peer's process is gone while this rank waits in a shared-memory sum.
+
+    The op releases the GIL while it runs (measured: a thread ticked 29 times during a 3 s wait for
+    a late peer), so the watching thread runs while the main thread spins. `count` is the number of
+    sums served."""
+
+    def __init__(self, peers: dict[int, int], poll_s: float = 0.5) -> None:
+        self.peers = peers  # rank -> pid
+        self.poll_s = poll_s
+        self.count = 0
+        self.waiting_since: float | None = None
+
+    def start(self) -> None:
+        threading.Thread(target=self._watch, name="shm-allreduce-peers", daemon=True).start()
+
+    @contextmanager
+    def summing(self) -> Iterator[None]:
+        self.waiting_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.waiting_since = None
+            self.count += 1
+
+    def gone(self) -> list[int]:
+        """Ranks whose process no longer runs."""
+        return [rank for rank, pid in self.peers.items() if process_gone(pid)]
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self.poll_s)
+            since = self.waiting_since
+            if since is None or time.monotonic() - since < self.poll_s:
+                continue
+            gone = self.gone()
+            if gone:
+                log.error("rank(s) %s exited while this rank waited for them in a shared-memory all-reduce; "
+                          "exiting so that the agent restarts the group", gone)
+                sys.stderr.flush()
+                os._exit(1)
 
 
 def served_by_shm(tensor: "torch.Tensor", is_sum: bool, async_op: bool, group_size: int, world: int,
@@ -134,14 +193,13 @@ def served_by_shm(tensor: "torch.Tensor", is_sum: bool, async_op: bool, group_si
             and tensor.is_contiguous() and tensor.numel() > 0 and KERNEL_LEVEL.get(kind, level + 1) <= level)
 
 
-def route_all_reduce(backend: Any, world: int, level: int) -> None:
-    """Send the `backend.all_reduce` calls the shared-memory op can serve to it, the rest to gloo as
-    before; the new `backend.all_reduce.served` counts the former."""
+def route_all_reduce(backend: Any, world: int, level: int, watch: PeerWatch) -> None:
+    """Send the `backend.all_reduce` calls the shared-memory op can serve to it under `watch`, the
+    rest to gloo as before; the new `backend.all_reduce.watch` counts the former."""
     import torch
     import torch.distributed as dist
 
     gloo_all_reduce = backend.all_reduce
-    served = Served()
 
     def all_reduce(tensor: "torch.Tensor", op: Any = dist.ReduceOp.SUM, group: Any = None,
                    async_op: bool = False) -> Any:
@@ -149,9 +207,9 @@ def route_all_reduce(backend: Any, world: int, level: int) -> None:
         group_size = world if group is None else dist.get_world_size(group)
         if not served_by_shm(tensor, is_sum, async_op, group_size, world, level):
             return gloo_all_reduce(tensor, op=op, group=group, async_op=async_op)
-        torch.ops.deepspeed.inference_all_reduce_(tensor)
-        served.count += 1
+        with watch.summing():
+            torch.ops.deepspeed.inference_all_reduce_(tensor)
         return None
 
-    all_reduce.served = served  # type: ignore[attr-defined]
+    all_reduce.watch = watch  # type: ignore[attr-defined]
     backend.all_reduce = all_reduce
