@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import os
 
@@ -19,6 +19,9 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 from launcher.cli import main
+
+if TYPE_CHECKING:
+    from training.config import ResolvedJob
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_GLOB = "/usr/share/doc/python3.11/html/_sources/tutorial/*.rst.txt"
@@ -58,6 +61,18 @@ BF16_TEST_MODEL: dict[str, Any] = {
 def base_spec() -> dict[str, Any]:
     """A fresh deep copy of a small valid local spec."""
     return copy.deepcopy(BASE_SPEC)
+
+
+def resolved(tmp_path: Path, **training: Any) -> "ResolvedJob":
+    """The small local spec with `training` keys replaced, resolved as `submit` resolves it."""
+    from launcher.plan import plan_batch
+    from launcher.resolve import resolve_job
+    from launcher.spec import JobSpec
+
+    data = base_spec()
+    data["training"].update(training)
+    spec = JobSpec.model_validate(data)
+    return resolve_job(spec, plan_batch(spec), str(tmp_path / "run"))
 
 
 class CliResult:

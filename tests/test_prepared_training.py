@@ -17,11 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from launcher.plan import plan_batch
-from launcher.resolve import resolve_job
-from launcher.spec import JobSpec
-from tests.conftest import base_spec
-from training.config import RAW_TEXT_LIMIT_MB, ResolvedJob
+from tests.conftest import base_spec, resolved
+from training.config import RAW_TEXT_LIMIT_MB
 from training.data.prepare.config import PrepareSpec
 from training.data.prepare.reader import PreparedDataset
 from training.data.prepare.run import prepare
@@ -46,17 +43,10 @@ def lm_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def resolved(tmp_path: Path, data: dict[str, Any], **training: Any) -> ResolvedJob:
-    spec = base_spec()
-    spec["training"].update({"data": data, **training})
-    job = JobSpec.model_validate(spec)
-    return resolve_job(job, plan_batch(job), str(tmp_path / "run"))
-
-
 def test_causal_lm_reads_windows_of_the_prepared_token_stream(lm_dataset: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SAMPLE_LOG_ENV, str(tmp_path / "samples"))
-    job = resolved(tmp_path, {"prepared": str(lm_dataset), "seq_len": SEQ_LEN, "validation_fraction": 0.1})
+    job = resolved(tmp_path, data={"prepared": str(lm_dataset), "seq_len": SEQ_LEN, "validation_fraction": 0.1})
     task = CausalLMTask(job, WORKER, str(tmp_path / "root"))
     dataset = PreparedDataset(str(lm_dataset))
     total = dataset.num_samples(SEQ_LEN)
@@ -83,20 +73,20 @@ def test_causal_lm_reads_windows_of_the_prepared_token_stream(lm_dataset: Path, 
 
 
 def test_a_prepared_dataset_in_train_is_detected(lm_dataset: Path, tmp_path: Path) -> None:
-    job = resolved(tmp_path, {"train": str(lm_dataset), "seq_len": SEQ_LEN})
+    job = resolved(tmp_path, data={"train": str(lm_dataset), "seq_len": SEQ_LEN})
     task = CausalLMTask(job, WORKER, str(tmp_path / "root"))
     assert task.describe()["prepared"] is True
     assert task.train_size + len(task.val_data) == PreparedDataset(str(lm_dataset)).num_samples(SEQ_LEN)
 
 
 def test_prepared_validation_dataset_is_used_whole(lm_dataset: Path, tmp_path: Path) -> None:
-    job = resolved(tmp_path, {"prepared": str(lm_dataset), "validation": str(lm_dataset), "seq_len": SEQ_LEN})
+    job = resolved(tmp_path, data={"prepared": str(lm_dataset), "validation": str(lm_dataset), "seq_len": SEQ_LEN})
     task = CausalLMTask(job, WORKER, str(tmp_path / "root"))
     assert task.train_size == len(task.val_data) == PreparedDataset(str(lm_dataset)).num_samples(SEQ_LEN)
 
 
 def test_raw_validation_with_prepared_training_data_is_a_config_error(lm_dataset: Path, tmp_path: Path) -> None:
-    job = resolved(tmp_path, {"prepared": str(lm_dataset), "validation": f"{TUTORIAL}/appendix.rst.txt"})
+    job = resolved(tmp_path, data={"prepared": str(lm_dataset), "validation": f"{TUTORIAL}/appendix.rst.txt"})
     with pytest.raises(ConfigError, match="training.data.validation .* is not a prepared dataset"):
         CausalLMTask(job, WORKER, str(tmp_path / "root"))
 
@@ -110,14 +100,14 @@ def test_a_pretrained_model_with_another_tokenizer_is_refused_before_training(lm
     model_dir = tmp_path / "model"
     build_causal_lm(ModelConfig(preset="llama-tiny"), vocab_size=700).save_pretrained(model_dir)
     train_bpe(["other text entirely, other merges"] * 50, 700).save(str(model_dir / "tokenizer.json"))
-    job = resolved(tmp_path, {"prepared": str(lm_dataset), "seq_len": SEQ_LEN},
+    job = resolved(tmp_path, data={"prepared": str(lm_dataset), "seq_len": SEQ_LEN},
                    model={"type": "causal-lm", "pretrained": str(model_dir)})
     with pytest.raises(ConfigError, match="does not match the tokenizer of training.model.pretrained"):
         CausalLMTask(job, WORKER, str(tmp_path / "root"))
 
 
 def test_a_dataset_prepared_for_another_task_is_refused(lm_dataset: Path, tmp_path: Path) -> None:
-    job = resolved(tmp_path, {"prepared": str(lm_dataset), "seq_len": SEQ_LEN},
+    job = resolved(tmp_path, data={"prepared": str(lm_dataset), "seq_len": SEQ_LEN},
                    model={"type": "sequence-classification", "pretrained": str(MINILM), "num_labels": 3})
     with pytest.raises(ConfigError, match="prepared for task causal_lm, this model needs classification"):
         ClassificationTask(job, WORKER, str(tmp_path / "root"))
@@ -142,7 +132,7 @@ def test_classification_reads_prepared_examples_with_labels(tmp_path: Path) -> N
     out = tmp_path / "prepared"
     prepare(PrepareSpec(inputs=[str(source)], output=str(out), engine="inline", task="classification",
                         tokenizer={"pretrained": str(MINILM)}), report=lambda line: None)
-    job = resolved(tmp_path, {"prepared": str(out), "seq_len": 16, "validation_fraction": 0.25},
+    job = resolved(tmp_path, data={"prepared": str(out), "seq_len": 16, "validation_fraction": 0.25},
                    model={"type": "sequence-classification", "pretrained": str(MINILM), "num_labels": 30})
     task = ClassificationTask(job, WORKER, str(tmp_path / "root"))
     dataset = PreparedDataset(str(out))
@@ -164,7 +154,7 @@ def test_classification_data_with_another_tokenizer_is_refused(tmp_path: Path) -
     out = tmp_path / "prepared"
     prepare(PrepareSpec(inputs=[str(source)], output=str(out), engine="inline", task="classification",
                         tokenizer={"vocab_size": 400, "sample_mb": 1}), report=lambda line: None)
-    job = resolved(tmp_path, {"prepared": str(out), "seq_len": 16},
+    job = resolved(tmp_path, data={"prepared": str(out), "seq_len": 16},
                    model={"type": "sequence-classification", "pretrained": str(MINILM), "num_labels": 30})
     with pytest.raises(ConfigError, match="does not match the tokenizer of training.model.pretrained"):
         ClassificationTask(job, WORKER, str(tmp_path / "root"))
@@ -182,9 +172,9 @@ def test_splits_partition_the_global_indices(total: int, fraction: float) -> Non
 
 def test_spec_needs_train_or_prepared_not_both(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="required: set training.data.train .* or training.data.prepared"):
-        resolved(tmp_path, {"seq_len": SEQ_LEN})
+        resolved(tmp_path, data={"seq_len": SEQ_LEN})
     with pytest.raises(Exception, match="not both"):
-        resolved(tmp_path, {"train": TUTORIAL, "prepared": "s3://bucket/data"})
+        resolved(tmp_path, data={"train": TUTORIAL, "prepared": "s3://bucket/data"})
 
 
 def big_corpus(folder: Path) -> Path:

@@ -16,10 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from launcher.plan import plan_batch
-from launcher.resolve import resolve_job
-from launcher.spec import JobSpec
-from tests.conftest import base_spec
+from tests.conftest import resolved
 from training.config import ResolvedJob
 from training.distributed import WorkerInfo
 from training.errors import ConfigError
@@ -30,14 +27,6 @@ WORKER = WorkerInfo(rank=0, world=1, local_rank=0, device="cpu")
 SMALL_CORPUS = "/usr/share/doc/python3.11/html/_sources/tutorial/appe*.rst.txt"
 SMALL_LM = {"data": {"train": SMALL_CORPUS, "seq_len": 32, "tokenizer_vocab_size": 300, "validation_fraction": 0.2},
             "eval": {"every_steps": 1, "max_batches": 2}}
-
-
-def resolved(tmp_path: Path, **training: Any) -> ResolvedJob:
-    """The small local spec with `training` keys replaced, resolved as `submit` resolves it."""
-    data = base_spec()
-    data["training"].update(training)
-    spec = JobSpec.model_validate(data)
-    return resolve_job(spec, plan_batch(spec), str(tmp_path / "run"))
 
 
 class ModuleTask(Task):

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
-from tests.test_tasks import SMALL_LM, resolved
+from tests.conftest import resolved
+from tests.test_tasks import SMALL_LM
 from training import exitcodes
 from training import run as worker
 from training.errors import ConfigError
