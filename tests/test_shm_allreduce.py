@@ -104,7 +104,7 @@ def test_which_all_reduces_take_the_shared_memory_path(case: str, served: bool) 
 
 @pytest.mark.slow
 def test_two_local_ranks_sum_through_shared_memory_as_gloo_does(tmp_path: Path) -> None:
-    if local_world_on_this_machine() is None:
+    if usable_cpus() < 2:
         pytest.skip("fewer than 2 usable CPUs: the shared-memory sum is not used here")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
     env.pop("DLAUNCH_SHM_ALLREDUCE", None)
@@ -121,10 +121,6 @@ def test_two_local_ranks_sum_through_shared_memory_as_gloo_does(tmp_path: Path) 
     assert report["agreed_when_ranks_differ"] is None and report["agreed_when_alike"] == 2
 
 
-def local_world_on_this_machine() -> int | None:
-    return 2 if usable_cpus() >= 2 else None
-
-
 def test_a_process_is_gone_once_it_exits_even_before_it_is_reaped() -> None:
     assert not process_gone(os.getpid())
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -138,7 +134,7 @@ def test_a_process_is_gone_once_it_exits_even_before_it_is_reaped() -> None:
 
 @pytest.mark.slow
 def test_a_rank_waiting_for_a_dead_peer_exits_instead_of_spinning(tmp_path: Path) -> None:
-    if local_world_on_this_machine() is None:
+    if usable_cpus() < 2:
         pytest.skip("fewer than 2 usable CPUs: the shared-memory sum is not used here")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
            "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
