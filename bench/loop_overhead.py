@@ -87,9 +87,7 @@ def ddp_worker(out: Path) -> None:
 def deepspeed_worker(out: Path) -> None:
     """The engine alone: dlaunch's DeepSpeed engine (same config, AdamW and schedule) driven by the
     shortest loop there is, on pre-drawn batches; what dlaunch's loop adds shows against this one."""
-    import torch
-
-    from training.distributed import init_distributed
+    from training.distributed import end_process, init_distributed, leave_process_group
     from training.engine.deepspeed import initialize
 
     rank = init_distributed().rank  # joined as dlaunch's worker joins; `initialize` connects DeepSpeed
@@ -102,7 +100,8 @@ def deepspeed_worker(out: Path) -> None:
         ends.append(time.time())
     if rank == 0:
         out.write_text(json.dumps(ends))
-    torch.distributed.destroy_process_group()  # as dlaunch's worker does (training.distributed.leave_process_group)
+    leave_process_group()
+    end_process(0)  # as dlaunch's worker leaves (training.run): DeepSpeed still holds the group
 
 
 def bench_training():  # type: ignore[no-untyped-def]
@@ -124,6 +123,7 @@ def hf_trainer_worker(out: Path) -> None:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    from training.distributed import end_process
     from training.engine.deepspeed import deepspeed_config
 
     ds_config = deepspeed_config(bench_training(), bench_layout())
@@ -164,12 +164,9 @@ def hf_trainer_worker(out: Path) -> None:
     Trainer(model=build_model(), args=args, train_dataset=RankData(), callbacks=[timer]).train()
     if rank == 0:
         out.write_text(json.dumps(timer.ends))
-    # Its steps are timed and written: leave without the interpreter's teardown, where HF Trainer's
-    # rank 0 aborted ("terminate called without an active exception") in 3 of 5 sliced runs here, also
-    # after destroying the process group, which failed the whole bench.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    # Its steps are timed and written. HF Trainer's rank 0 aborted at the interpreter's shutdown in
+    # 3 of 5 sliced runs here (see training.distributed.end_process), failing the whole bench.
+    end_process(0)
 
 
 def overhead_job(tmp: Path) -> dict:

@@ -12,7 +12,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from training.distributed import init_distributed
+from training.distributed import end_process, init_distributed, leave_process_group
 from training.engine.shm_allreduce import agreed, connect, segment_path
 
 
@@ -55,8 +55,9 @@ def main(mode: str) -> None:
     dist.barrier()
     if worker.rank == 0:
         print("RESULT " + json.dumps(report), flush=True)
-    dist.destroy_process_group()
+    leave_process_group()
 
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "sums")
+    end_process(0)  # as dlaunch's worker leaves (training.run)

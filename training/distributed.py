@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import sys
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 
 @dataclass(frozen=True)
@@ -60,16 +62,13 @@ def init_distributed() -> WorkerInfo:
 
 
 def leave_process_group() -> None:
-    """Destroy the process group this process joined, if any, before the interpreter exits.
+    """Destroy the process group this process joined, if any (see `end_process` for why that alone
+    does not make the interpreter's shutdown safe).
 
-    Left to the interpreter's shutdown, a worker that had logged a configuration error and
-    returned exit code 78 died with SIGABRT instead ("terminate called without an active
-    exception": a C++ thread object destroyed while its thread still ran) in 8 of 65 two-rank runs
-    here; 0 of 40 once the group is destroyed first. `destroy_process_group` shuts every backend
-    down in order (torch/distributed/distributed_c10d.py `destroy_process_group`: `pg.shutdown()`
-    for each group, then the group maps are cleared). The caller skips it on an unexpected failure:
-    torch notes there that ncclCommAbort was a collective call in some NCCL versions, which a failed
-    peer would never join.
+    `destroy_process_group` shuts every backend down in order (torch/distributed/distributed_c10d.py
+    `destroy_process_group`: `pg.shutdown()` for each group, then the group maps are cleared). The
+    caller skips it on an unexpected failure: torch notes there that ncclCommAbort was a collective
+    call in some NCCL versions, which a failed peer would never join.
     """
     if "torch.distributed" not in sys.modules:
         return
@@ -77,6 +76,42 @@ def leave_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def end_process(code: int) -> NoReturn:
+    """End this process with `code` as the interpreter would, but without its finalization.
+
+    The interpreter's shutdown killed ranks with SIGABRT after their work was done ("terminate called
+    without an active exception"); a worker that had returned 78 then reported 1. It happened in 1 of
+    60 runs of the two-rank shared-memory script, and in 2 of the fresh-clone suite's tests. Core dumps
+    showed the cause. A gloo worker thread (`ProcessGroupGloo::runLoop`) was still destroying the last
+    barrier's work, which held the last reference to an earlier asynchronous all-reduce's tensor.
+    Freeing that tensor's Python object takes the GIL. Once the interpreter finalizes, taking the GIL
+    ends the thread (CPython `take_gil` -> `PyThread_exit_thread`). The unwind runs into a noexcept
+    destructor, and the process aborts.
+
+    Destroying the group first does not prevent it, because the group outlives `destroy_process_group`
+    while anything still holds it. Seen here: DeepSpeed's engine and optimizer (`_dp_group` on every
+    parameter), deepspeed/utils/groups.py's module globals, and default arguments bound at import
+    (`group=group.WORLD` in torch/distributed/nn/functional.py, `TorchBackend.barrier` in
+    deepspeed/comm/torch.py). The same race at shutdown is pytorch/pytorch#190489; #179291 tried
+    destroying the groups in an atexit handler, which does not help while they are still held.
+
+    So this does what the interpreter's shutdown does while Python is still whole: it joins
+    non-daemon threads, runs the atexit handlers (logging's flush, W&B's, multiprocessing's), and
+    flushes stdout and stderr. Then it leaves with `os._exit`, before any C++ thread can be torn down
+    under a finalizing interpreter.
+    """
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or gone: nothing is left to write
+            pass
+    os._exit(code)
 
 
 def broadcast_object(value: Any, src: int = 0) -> Any:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from training import exitcodes
 from training.config import ResolvedJob
-from training.distributed import leave_process_group
+from training.distributed import end_process, leave_process_group
 from training.heap import defer_collection, settle_after_start
 from training.failure import FailureDecision, make_decision
 
@@ -126,4 +126,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())  # an exception still leaves through the interpreter: a traceback and exit 1
